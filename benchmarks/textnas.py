@@ -1,0 +1,151 @@
+"""TextNAS training-step benchmark (``make bench``).
+
+The configuration is the one the reference implementation was timed on (issue: "Speed"):
+the released 24-layer architecture, 5 classes, batch 32, length 64 with no padding, a trainable
+20,000 x 300 embedding, fp32; one step = zero_grad, forward, cross-entropy, backward, global
+gradient clipping at 5, Adam (lr 5e-3, eps 1e-3, weight decay 2e-6); the median of 10 steps after
+2 warm-ups. Widths 32 and 256. On a CUDA machine it adds bf16 autocast at C=256, batch 128.
+
+    python -m benchmarks.textnas [--threads 2] [--steps 10] [--out benchmarks/results/textnas.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.machine import describe_machine, peak_memory_mb, reset_peak_memory
+from search_spaces.text import Architecture, TextNASClassifier, TextNASEncoder, TextNASOptions
+from search_spaces.text.network import count_parameters
+
+REFERENCE_SECONDS_PER_STEP = {32: 0.14, 256: 0.71}  # the issue's 2-core CPU measurements
+
+
+def make_step(
+    model: torch.nn.Module, batch: int, length: int, vocab: int, num_classes: int, device: str,
+    autocast_dtype: torch.dtype | None = None,
+) -> Callable[[], float]:
+    """One training step of the reference recipe on a fixed random batch; returns the loss."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, vocab, (batch, length), generator=gen).to(device)
+    mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+    labels = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3, eps=1e-3, weight_decay=2e-6, foreach=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            logits = model(ids, mask)
+        loss = F.cross_entropy(logits.float(), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0, foreach=True)
+        opt.step()
+        return loss.item()
+
+    return step
+
+
+def time_steps(step: Callable[[], float], warmup: int, steps: int, device: str) -> list[float]:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_retrain(
+    width: int, batch: int = 32, length: int = 64, vocab: int = 20_000, num_classes: int = 5,
+    device: str = "cpu", autocast_dtype: torch.dtype | None = None, warmup: int = 2, steps: int = 10,
+) -> dict:
+    torch.manual_seed(0)
+    arch = Architecture.released()
+    options = TextNASOptions(width=width)
+    model = TextNASClassifier(TextNASEncoder(arch, vocab, options), num_classes).to(device).train()
+    step = make_step(model, batch, length, vocab, num_classes, device, autocast_dtype)
+    reset_peak_memory(device)
+    times = time_steps(step, warmup, steps, device)
+    median = statistics.median(times)
+    entry = {
+        "name": f"textnas_retrain_released_C{width}"
+        + ("" if autocast_dtype is None else f"_{str(autocast_dtype).split('.')[-1]}"),
+        "architecture": "released",
+        "width": width,
+        "batch_size": batch,
+        "length": length,
+        "vocab": vocab,
+        "num_classes": num_classes,
+        "device": device,
+        "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).split(".")[-1] + "-mixed",
+        "params_total": count_parameters(model, exclude_embedding=False),
+        "params_no_embedding": count_parameters(model),
+        "seconds_per_step_median": median,
+        "seconds_per_step_all": times,
+        "steps_per_s": 1.0 / median,
+        "samples_per_s": batch / median,
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+    ref = REFERENCE_SECONDS_PER_STEP.get(width)
+    if ref is not None and device == "cpu" and autocast_dtype is None and batch == 32:
+        entry["reference_seconds_per_step"] = ref
+        entry["speedup_vs_reference"] = ref / median
+    return entry
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (reference: 2)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 256])
+    parser.add_argument("--out", default="benchmarks/results/textnas.json")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    results = []
+    for width in args.widths:
+        entry = bench_retrain(width, warmup=args.warmup, steps=args.steps)
+        results.append(entry)
+        print(_line(entry), flush=True)
+    if torch.cuda.is_available():
+        entry = bench_retrain(256, batch=128, device="cuda", autocast_dtype=torch.bfloat16,
+                              warmup=5, steps=20)
+        results.append(entry)
+        print(_line(entry), flush=True)
+
+    report = {"machine": describe_machine(args.threads), "results": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return report
+
+
+def _line(entry: dict) -> str:
+    text = (
+        f"{entry['name']:<40} {entry['device']:<5} batch {entry['batch_size']:<4} "
+        f"{entry['seconds_per_step_median'] * 1000:8.1f} ms/step  {entry['samples_per_s']:8.1f} samples/s  "
+        f"peak {entry['peak_memory_mb']:.0f} MB"
+    )
+    if "speedup_vs_reference" in entry:
+        text += f"  ({entry['speedup_vs_reference']:.2f}x the reference's {entry['reference_seconds_per_step']} s)"
+    return text
+
+
+if __name__ == "__main__":
+    main()

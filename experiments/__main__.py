@@ -1,0 +1,162 @@
+"""Command line: ``python -m experiments COMMAND [EXPERIMENT] [key=value ...]``.
+
+User errors (bad config, missing data or files) print one line ``error: ...`` on stderr and
+exit with code 2; ``SUITE_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Sequence
+
+USAGE = "usage: python -m experiments {list,show,train,eval,<command>} [EXPERIMENT] [key=value ...]"
+HELP = f"""{USAGE}
+
+commands:
+  list                          experiments, their systems and descriptions
+  show  EXPERIMENT [k=v ...]    the resolved config as YAML
+  train EXPERIMENT [k=v ...]    train; resume=last (or resume=PATH) continues a run
+  eval  [EXPERIMENT] ckpt=PATH [k=v ...]
+                                validate (and test) a checkpoint; config comes from it
+  <command> EXPERIMENT [k=v ...] [args]
+                                a system's own command (e.g. search, derive)
+
+overrides: key=value with YAML values, e.g. trainer.max_epochs=3 trainer.devices=[0,1]
+           logger.wandb.mode=disabled resume=last; preset=trainer/cpu,trainer/ddp merges presets
+environment: SUITE_CONFIG_PATH extra config dirs; WANDB_MODE; SUITE_DEBUG=1 for tracebacks
+"""
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w\-.]*=")
+
+
+class UsageError(Exception):
+    """Wrong command-line shape."""
+
+
+def _split(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    overrides = [w for w in words if _OVERRIDE.match(w)]
+    return overrides, [w for w in words if not _OVERRIDE.match(w)]
+
+
+def _experiment(words: list[str], command: str) -> tuple[str, list[str]]:
+    overrides, rest = _split(words)
+    if not rest:
+        raise UsageError(f"'{command}' needs an EXPERIMENT (see `python -m experiments list`)")
+    return rest[0], overrides + rest[1:]
+
+
+def _list() -> int:
+    from experiments.registry import list_experiments
+
+    infos = list_experiments()
+    if not infos:
+        print("no experiments found")
+        return 0
+    width = max(len(i.name) for i in infos)
+    swidth = max(len(i.system) for i in infos)
+    for info in infos:
+        print(f"{info.name:<{width}}  {info.system:<{swidth}}  {info.description}".rstrip())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch one command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        raise UsageError("missing COMMAND (try --help)")
+    if argv[0] in ("-h", "--help", "help"):
+        print(HELP)
+        return 0
+    command, words = argv[0], argv[1:]
+    if any(w in ("-h", "--help") for w in words):
+        print(HELP)
+        return 0
+    if command == "list":
+        if words:
+            raise UsageError("'list' takes no arguments")
+        return _list()
+    if command == "show":
+        from experiments.run import show
+
+        name, overrides = _experiment(words, command)
+        _no_extra_args(overrides)
+        print(show(name, overrides), end="")
+        return 0
+    if command == "train":
+        from experiments.run import train
+
+        name, overrides = _experiment(words, command)
+        _no_extra_args(overrides)
+        result = train(name, overrides)
+        _report(result.run_dir)
+        return 0
+    if command == "eval":
+        from experiments.run import evaluate
+
+        overrides, rest = _split(words)
+        if len(rest) > 1:
+            raise UsageError(f"'eval' takes at most one EXPERIMENT, got: {' '.join(rest)}")
+        result = evaluate(rest[0] if rest else None, overrides)
+        _report(result.run_dir)
+        return 0
+    if command.startswith("-"):
+        raise UsageError(f"unknown option '{command}'")
+    from experiments.run import run_command
+
+    overrides, rest = _split(words)
+    if not rest:
+        raise UsageError(
+            f"unknown command '{command}' (commands: list, show, train, eval, or a system's own)"
+        )
+    return run_command(command, rest[0], overrides, rest[1:])
+
+
+def _report(run_dir: object) -> None:
+    from experiments.trainer import env_rank
+
+    if env_rank() == 0:
+        print(f"run folder: {run_dir}")
+
+
+def _no_extra_args(words: list[str]) -> None:
+    extra = [w for w in words if not _OVERRIDE.match(w)]
+    if extra:
+        raise UsageError(
+            f"unexpected argument(s): {' '.join(extra)} (overrides look like key=value)"
+        )
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.strerror or 'file not found'}: {exc.filename}"
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """``main`` with user errors turned into one ``error:`` line and exit code 2."""
+    debug = os.environ.get("SUITE_DEBUG", "") not in ("", "0")
+    try:
+        return main(argv)
+    except UsageError as e:
+        if debug:
+            raise
+        print(USAGE, file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        from experiments.config import is_user_error
+
+        if debug or not is_user_error(e):
+            raise
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,567 @@
+"""Typed run configuration: dataclass schemas, composition and validation.
+
+A run's configuration is built in layers, each merged onto the previous one:
+
+1. the defaults of the schema dataclass (a subclass of :class:`RunConfig`);
+2. optional ``base`` values (the experiment name, or a checkpoint's stored config);
+3. each experiment YAML file; a YAML may begin with ``defaults: [trainer/cpu, ...]`` naming
+   presets under ``configs/presets/`` that are merged before the file's own keys;
+4. presets named on the command line with ``preset=a,b``;
+5. ``key=value`` overrides (OmegaConf dotlist syntax, values parsed as YAML).
+
+Every error is a :class:`ConfigError` with a one-line message that names the full key, e.g.
+``unknown config key 'trainer.max_epochz'; did you mean 'trainer.max_epochs'?``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PRESETS_DIR = Path(__file__).parent / "configs" / "presets"
+PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+class ConfigError(Exception):
+    """A user-facing configuration error; its message is one line, printed without traceback."""
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """A mistake of the user rather than a bug: ConfigError, FileNotFoundError, or a
+    ``DataError`` from ``datamodules.errors`` (matched by name, so nothing is imported)."""
+    if isinstance(exc, (ConfigError, FileNotFoundError)):
+        return True
+    return any(
+        cls.__name__ == "DataError" and cls.__module__.startswith("datamodules")
+        for cls in type(exc).__mro__
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    """Keyword arguments of ``lightning.Trainer`` (same names, same meaning)."""
+
+    accelerator: str = "auto"
+    devices: Any = 1  # int, "auto", "0,1" or a list of device ids
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_epochs: int = 10
+    max_steps: int = -1
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: str = "norm"
+    accumulate_grad_batches: int = 1
+    # int = number of batches, float = fraction (Lightning treats 1 and 1.0 differently)
+    val_check_interval: Optional[Union[int, float]] = None
+    check_val_every_n_epoch: Optional[int] = 1
+    limit_train_batches: Optional[Union[int, float]] = None
+    limit_val_batches: Optional[Union[int, float]] = None
+    limit_test_batches: Optional[Union[int, float]] = None
+    log_every_n_steps: int = 50
+    deterministic: bool = False
+    benchmark: Optional[bool] = None
+    num_sanity_val_steps: int = 2
+    use_distributed_sampler: bool = True
+    enable_progress_bar: bool = True
+    sync_batchnorm: bool = False
+    fast_dev_run: Any = False  # bool or number of batches; turns loggers and checkpoints off
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logger; ``mode=auto`` follows ``WANDB_MODE``, else online if logged in."""
+
+    mode: str = "auto"
+    project: str = "nas-suite"
+    entity: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Loggers of a run. A CSV logger is always on."""
+
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class CheckpointConfig:
+    """``ModelCheckpoint`` options."""
+
+    monitor: Optional[str] = "val/loss"
+    mode: str = "min"
+    save_top_k: int = 1
+    save_last: bool = True
+    every_n_epochs: int = 1
+
+
+@dataclass
+class RunConfig:
+    """Base of every system's config; systems add ``data``, ``model``, ``optim``, ... fields."""
+
+    experiment: str = MISSING
+    system: str = MISSING
+    description: str = ""
+    seed: int = 1234
+    output_dir: str = "outputs"
+    resume: Optional[str] = None  # "last" or a checkpoint path
+    ckpt: Optional[str] = None  # checkpoint to evaluate
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema introspection
+# --------------------------------------------------------------------------------------------
+
+
+def _is_structured_section(node: Any) -> bool:
+    """True for a config node backed by a dataclass (its keys are fixed)."""
+    if not isinstance(node, DictConfig):
+        return False
+    cls = node._metadata.object_type
+    if cls is None or cls is dict:
+        cls = node._metadata.ref_type
+    return dataclasses.is_dataclass(cls)
+
+
+def _section_cls(node: DictConfig) -> type:
+    cls = node._metadata.object_type
+    if cls is None or cls is dict or not dataclasses.is_dataclass(cls):
+        cls = _unwrap_optional(node._metadata.ref_type)
+    return cls
+
+
+def _section_keys(node: DictConfig) -> list[str]:
+    """Keys of a structured section (also when its value is currently None)."""
+    if node._is_none() or node._is_missing():
+        return [f.name for f in dataclasses.fields(_section_cls(node))]
+    return [str(k) for k in node.keys()]
+
+
+def _section_child(node: DictConfig, key: str) -> Any:
+    """Child node of a structured section, instantiating a None-valued section's schema."""
+    if node._is_none() or node._is_missing():
+        node = OmegaConf.structured(_section_cls(node))
+    return node._get_node(key)
+
+
+def valid_keys(schema: type | DictConfig, leaves_only: bool = False) -> list[str]:
+    """All dotted keys of a schema (sections and leaves); free-form dicts are leaves."""
+    root = schema if isinstance(schema, DictConfig) else OmegaConf.structured(schema)
+    out: list[str] = []
+
+    def walk(node: DictConfig, prefix: str) -> None:
+        for key in _section_keys(node):
+            child = _section_child(node, key)
+            dotted = f"{prefix}{key}"
+            if _is_structured_section(child):
+                if not leaves_only:
+                    out.append(dotted)
+                walk(child, dotted + ".")
+            else:
+                out.append(dotted)
+
+    walk(root, "")
+    return out
+
+
+def _unwrap_optional(hint: Any) -> Any:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Union and type(None) in args:
+        rest = tuple(a for a in args if a is not type(None))
+        return rest[0] if len(rest) == 1 else Union[rest]  # noqa: UP007
+    return hint
+
+
+def type_name(hint: Any) -> str:
+    """Human-readable name of a type hint: ``int``, ``float or null``, ``list of str``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        names = [type_name(a) for a in args if a is not type(None)]
+        if type(None) in args:
+            names.append("null")
+        return " or ".join(names)
+    if hint is Any or hint is None:
+        return "any value"
+    if origin in (list, tuple, Sequence) or hint in (list, tuple):
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin in (dict, Mapping) or hint is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(hint):
+        return f"section ({hint.__name__})"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _node_at(root: DictConfig, dotted: str) -> Any:
+    node: Any = root
+    for part in re.sub(r"\[\d+\]", "", dotted).split("."):
+        if not isinstance(node, DictConfig) or part not in _section_keys(node):
+            return None
+        node = _section_child(node, part) if _is_structured_section(node) else node._get_node(part)
+    return node
+
+
+def _expected_type(root: DictConfig, dotted: str) -> str:
+    node = _node_at(root, dotted)
+    if node is None:
+        return "a valid value"
+    return type_name(node._metadata.type_hint)
+
+
+# --------------------------------------------------------------------------------------------
+# Error messages
+# --------------------------------------------------------------------------------------------
+
+
+def suggest_key(bad: str, keys: Sequence[str]) -> str | None:
+    """Closest valid dotted key to ``bad``: sibling first, then full key, then last component."""
+    parent, _, last = bad.rpartition(".")
+    siblings = [k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent]
+    match = difflib.get_close_matches(last, siblings, n=1, cutoff=0.6)
+    if match:
+        return f"{parent}.{match[0]}" if parent else match[0]
+    others = [k for k in keys if k.rpartition(".")[0] != parent and not bad.startswith(k + ".")]
+    match = difflib.get_close_matches(bad, others, n=1, cutoff=0.75)
+    if match:
+        return match[0]
+    by_last: dict[str, str] = {}
+    for k in keys:
+        by_last.setdefault(k.rpartition(".")[2], k)
+    match = difflib.get_close_matches(last, list(by_last), n=1, cutoff=0.75)
+    return by_last[match[0]] if match else None
+
+
+def _unknown_key_error(root: DictConfig, bad: str, origin: str) -> ConfigError:
+    keys = valid_keys(root)
+    hint = suggest_key(bad, keys)
+    parent = bad.rpartition(".")[0]
+    if hint:
+        tail = f"; did you mean '{hint}'?"
+    else:
+        section = _node_at(root, parent) if parent else root
+        while parent and not _is_structured_section(section):
+            parent = parent.rpartition(".")[0]
+            section = _node_at(root, parent) if parent else root
+        names = _section_keys(section)
+        where = f"'{parent}'" if parent else "the top level"
+        tail = f"; valid keys in {where}: {', '.join(names)}"
+    return ConfigError(f"unknown config key '{bad}'{tail}{origin}")
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    if value is None:
+        return "null"
+    return repr(value)
+
+
+def _rewrite(err: OmegaConfBaseException, root: DictConfig, origin: str) -> ConfigError:
+    """Turn an OmegaConf exception into a one-line ConfigError naming the full key."""
+    key = getattr(err, "full_key", None) or getattr(err, "key", None)
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if not key:
+        return ConfigError(f"invalid config: {msg}{origin}")
+    key = str(key)
+    if (
+        "not in" in msg
+        or "Missing key" in msg
+        or type(err).__name__
+        in (
+            "ConfigKeyError",
+            "ConfigAttributeError",
+        )
+    ):
+        return _unknown_key_error(root, key, origin)
+    value = None if "is not Optional" in msg else getattr(err, "value", None)
+    return ConfigError(
+        f"{key}: expected {_expected_type(root, key)}, got {_fmt_value(value)}{origin}"
+    )
+
+
+def _check_keys(node: DictConfig, incoming: Mapping, prefix: str, root: DictConfig, origin: str):
+    """Reject unknown keys and scalars assigned to sections before OmegaConf sees them."""
+    for key, value in incoming.items():
+        dotted = f"{prefix}{key}"
+        if not _is_structured_section(node):
+            return  # free-form mapping: anything goes
+        if str(key) not in _section_keys(node):
+            while isinstance(value, Mapping) and len(value) == 1:  # report a.b.c, not a
+                ((sub, value),) = value.items()
+                dotted = f"{dotted}.{sub}"
+            raise _unknown_key_error(root, dotted, origin)
+        child = _section_child(node, str(key))
+        if _is_structured_section(child):
+            if isinstance(value, Mapping):
+                _check_keys(child, value, dotted + ".", root, origin)
+            elif value is None and child._metadata.optional:
+                continue
+            else:
+                keys = ", ".join(_section_keys(child))
+                raise ConfigError(
+                    f"{dotted}: is a config section ({keys}); set its keys, e.g. "
+                    f"{dotted}.{_section_keys(child)[0]}=..., not {_fmt_value(value)}{origin}"
+                )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading YAML, presets and overrides
+# --------------------------------------------------------------------------------------------
+
+
+def preset_dirs() -> list[Path]:
+    """Directories searched for presets: ``presets/`` of each SUITE_CONFIG_PATH dir, then ours."""
+    extra = [
+        Path(p) / "presets" for p in os.environ.get("SUITE_CONFIG_PATH", "").split(os.pathsep) if p
+    ]
+    return [*extra, PRESETS_DIR]
+
+
+def available_presets() -> list[str]:
+    """Names of all presets, e.g. ``trainer/cpu``."""
+    names = set()
+    for d in preset_dirs():
+        if d.is_dir():
+            names.update(p.relative_to(d).with_suffix("").as_posix() for p in d.rglob("*.yaml"))
+    return sorted(names)
+
+
+def preset_path(name: str) -> Path:
+    """Path of preset ``name`` (``trainer/cpu``), or a ConfigError listing the valid ones."""
+    name = name.strip().removesuffix(".yaml")
+    for d in preset_dirs():
+        path = d / f"{name}.yaml"
+        if path.is_file():
+            return path
+    valid = available_presets()
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = (
+        f"; did you mean '{close[0]}'?" if close else f"; available: {', '.join(valid) or 'none'}"
+    )
+    raise ConfigError(f"unknown preset '{name}'{hint}")
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a YAML mapping (an empty file is ``{}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.load(path.read_text(), Loader=_yaml_loader())
+    except yaml.YAMLError as e:
+        line = f" line {e.problem_mark.line + 1}" if getattr(e, "problem_mark", None) else ""
+        raise ConfigError(f"cannot parse {path}{line}: {getattr(e, 'problem', e)}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def _split_defaults(data: dict, path: Path) -> tuple[list[str], dict]:
+    data = dict(data)
+    defaults = data.pop("defaults", None) or []
+    if isinstance(defaults, str):
+        defaults = [defaults]
+    if not isinstance(defaults, list) or not all(isinstance(d, str) for d in defaults):
+        raise ConfigError(f"{path}: 'defaults' must be a list of preset names like [trainer/cpu]")
+    return defaults, data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``'a.b=[1, 2]'`` -> ``('a.b', [1, 2])``; values are parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z_][\w\-]*(\.[A-Za-z_][\w\-]*)*", key):
+        raise ConfigError(f"override '{item}' must look like key=value (e.g. trainer.max_epochs=3)")
+    if not raw.strip():
+        return key, ""  # `key=` is the empty string; write `key=null` for None
+    try:
+        value = yaml.load(raw, Loader=_yaml_loader())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{item}': cannot parse value {raw!r} as YAML") from e
+    return key, value
+
+
+def _yaml_loader() -> Any:
+    """OmegaConf's YAML loader (floats like 1e-3, keeps ${...} strings); SafeLoader otherwise."""
+    try:
+        from omegaconf._utils import get_yaml_loader
+
+        return get_yaml_loader()
+    except ImportError:  # pragma: no cover - private API moved
+        return yaml.SafeLoader
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Composition
+# --------------------------------------------------------------------------------------------
+
+
+def _merge(cfg: DictConfig, data: Mapping, origin: str) -> DictConfig:
+    _check_keys(cfg, data, "", cfg, origin)
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.create(dict(data)))
+    except OmegaConfBaseException as e:
+        raise _rewrite(e, cfg, origin) from e
+
+
+def _merge_preset(cfg: DictConfig, name: str, seen: tuple[str, ...]) -> DictConfig:
+    if name in seen:
+        raise ConfigError(f"preset cycle: {' -> '.join([*seen, name])}")
+    path = preset_path(name)
+    defaults, data = _split_defaults(load_yaml(path), path)
+    for sub in defaults:
+        cfg = _merge_preset(cfg, sub, (*seen, name))
+    return _merge(cfg, data, f" (in preset {name}: {path})")
+
+
+def compose(
+    schema: type,
+    yaml_files: Sequence[Path] = (),
+    overrides: Sequence[str] = (),
+    *,
+    base: Mapping | None = None,
+    base_origin: str = "",
+) -> DictConfig:
+    """Build a validated config: schema defaults <- base <- YAMLs <- ``preset=`` <- overrides.
+
+    Args:
+        schema: a dataclass (usually a :class:`RunConfig` subclass).
+        yaml_files: experiment YAMLs, merged in order (each with its ``defaults:`` presets).
+        overrides: ``key=value`` strings; ``preset=a,b`` merges presets before the others.
+        base: values merged right after the defaults (experiment name, a stored config).
+        base_origin: where ``base`` came from, for error messages.
+
+    Raises:
+        ConfigError: unknown key, wrong type, missing required value, invalid value.
+    """
+    try:
+        cfg = OmegaConf.structured(schema)
+    except OmegaConfBaseException as e:  # a schema bug, not a user error
+        raise TypeError(f"invalid config schema {schema.__name__}: {e}") from e
+    if base:
+        cfg = _merge(cfg, base, f" ({base_origin})" if base_origin else "")
+    for path in yaml_files:
+        defaults, data = _split_defaults(load_yaml(path), Path(path))
+        for name in defaults:
+            cfg = _merge_preset(cfg, name, ())
+        cfg = _merge(cfg, data, f" (in {path})")
+    parsed = [parse_override(o) for o in overrides]
+    for key, value in parsed:
+        if key == "preset":
+            names = value if isinstance(value, list) else str(value).split(",")
+            for name in names:
+                cfg = _merge_preset(cfg, str(name), ())
+    for key, value in parsed:
+        if key != "preset":
+            cfg = _merge(cfg, _nest(key, value), "")
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise _rewrite(e, cfg, " (while resolving ${...} interpolations)") from e
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(
+            f"missing required config value(s): {', '.join(missing)} "
+            f"(set in the experiment YAML or as {missing[0]}=...)"
+        )
+    if isinstance(schema, type) and issubclass(schema, RunConfig):
+        check_run_config(cfg)
+    return cfg
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Value checks for the generic sections (types are already checked by OmegaConf)."""
+    t = cfg.trainer
+    if str(t.precision) not in PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision: unsupported value '{t.precision}'; use one of {', '.join(PRECISIONS)}"
+        )
+    devices = t.devices
+    if isinstance(devices, ListConfig):
+        devices = list(devices)
+    ok = (
+        (isinstance(devices, int) and not isinstance(devices, bool) and devices >= -1)
+        or (
+            isinstance(devices, str)
+            and re.fullmatch(r"auto|-1|\d+(\s*,\s*\d+)*,?", devices.strip())
+        )
+        or (isinstance(devices, list) and devices and all(isinstance(d, int) for d in devices))
+    )
+    if not ok:
+        raise ConfigError(
+            "trainer.devices: expected an int, 'auto', a string like '0,1' or a list of "
+            f"device ids, got {_fmt_value(devices)}"
+        )
+    fdr = t.fast_dev_run
+    if not (isinstance(fdr, bool) or (isinstance(fdr, int) and fdr >= 0)):
+        raise ConfigError(f"trainer.fast_dev_run: expected bool or int >= 0, got {_fmt_value(fdr)}")
+    _one_of("trainer.gradient_clip_algorithm", t.gradient_clip_algorithm, ("norm", "value"))
+    _one_of("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
+    _one_of("checkpoint.mode", cfg.checkpoint.mode, ("min", "max"))
+    for key in ("num_nodes", "accumulate_grad_batches", "log_every_n_steps"):
+        if t[key] < 1:
+            raise ConfigError(f"trainer.{key}: must be >= 1, got {t[key]}")
+    for key in (
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "val_check_interval",
+    ):
+        v = t[key]
+        if v is not None and (v < 0 or (isinstance(v, float) and v > 1.0 and not v.is_integer())):
+            raise ConfigError(
+                f"trainer.{key}: expected a fraction in [0, 1] (float) or a number of batches (int), got {v}"
+            )
+    if not cfg.experiment or not re.fullmatch(r"[\w.\-]+", str(cfg.experiment)):
+        raise ConfigError(f"experiment: invalid name {cfg.experiment!r} (letters, digits, _ . -)")
+
+
+def _one_of(key: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {_fmt_value(value)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Output helpers
+# --------------------------------------------------------------------------------------------
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Plain, resolved ``dict`` of a config (for loggers and checkpoints)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: DictConfig | Mapping) -> str:
+    """Resolved YAML text of a config, keys in schema order."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    return OmegaConf.to_yaml(cfg, resolve=True)

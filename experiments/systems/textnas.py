@@ -1,0 +1,171 @@
+"""TextNAS retraining as an experiment system: configs and the builder the entry point calls.
+
+``python -m experiments train textnas_train_sst2 data.root=/data/glue/SST-2`` composes
+:class:`TextNASTrainConfig` (defaults) <- the experiment YAML <- the overrides, then
+:func:`build` returns the datamodule (GLUE/SST files) and the retrain module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from datamodules.glue import GlueDataModule
+from datamodules.synthetic.sentiment import ensure_synthetic_sst
+from datamodules.text_tasks import TASKS
+from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig, to_container
+from experiments.registry import RunContext, SystemSpec
+from lightning_modules.textnas.metrics import SHORT_NAMES
+from lightning_modules.textnas.retrain import TextNASRetrainModule
+from search_spaces.text import Architecture, ArchitectureError
+
+
+@dataclass
+class TextDataConfig:
+    """A GLUE-style task read by :class:`datamodules.glue.GlueDataModule`."""
+
+    root: str = "data/glue/SST-2"
+    task: str = "sst2"
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None
+    max_length: int = 64
+    min_count: int = 1
+    lowercase: bool = False
+    glove: Optional[str] = None  # path of glove.840B.300d.txt; None = random init
+    phrases: bool = True  # SST trees: train on every phrase (NNI), not only sentences
+    dev_phrases: bool = False
+    use_test_labels: bool = False
+    num_workers: int = 0
+    bucket: bool = True
+    generate: bool = False  # write the synthetic SST-format data set into root if missing
+
+
+@dataclass
+class TextNASModelConfig:
+    """The fixed network: an architecture file (or a shipped name) and its options."""
+
+    architecture: str = "released"  # a shipped name, or a .yaml / NNI .json / official .txt file
+    width: int = 256
+    embed_dim: int = 300
+    embed_keep: float = 0.8
+    cnn_keep: float = 0.8
+    rnn_keep: float = 0.8
+    attention_keep: float = 0.8
+    final_keep: float = 1.0
+    post_bn: str = "always"  # "always" (NNI) or "with_skips" (official code)
+    masked_bn: bool = False  # True: BatchNorm statistics over real tokens only (fixed)
+    maxpool_ignores_padding: bool = False  # True: max pool never sees padding (fixed)
+    pool: str = "mean"
+
+
+@dataclass
+class TextNASOptimConfig:
+    """Adam + per-epoch cosine with warm restarts (NNI ``run_retrain.sh``)."""
+
+    lr: float = 2e-3
+    lr_min: float = 5e-6
+    eps: float = 1e-3
+    weight_decay: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "cosine_restarts"  # cosine_restarts | cosine | constant
+    t0: int = 10
+    t_mult: int = 2
+
+
+@dataclass
+class TextNASTrainConfig(RunConfig):
+    system: str = "textnas_train"
+    data: TextDataConfig = field(default_factory=TextDataConfig)
+    model: TextNASModelConfig = field(default_factory=TextNASModelConfig)
+    optim: TextNASOptimConfig = field(default_factory=TextNASOptimConfig)
+    # Real global clipping at 5 (the reference's retraining clip is a no-op, §5.3); the
+    # datamodule shards batches itself, so Lightning must not add a DistributedSampler.
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(gradient_clip_val=5.0, use_distributed_sampler=False)
+    )
+    # "auto" = the task's first metric (val/acc, val/mcc for CoLA, val/pearson for STS-B)
+    checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor="auto", mode="max"))
+
+
+def validate(cfg: DictConfig) -> None:
+    if cfg.data.task not in TASKS:
+        raise ConfigError(f"data.task: unknown task '{cfg.data.task}'; valid tasks: {', '.join(sorted(TASKS))}")
+    if cfg.model.width % 4:
+        raise ConfigError(f"model.width must be divisible by the 4 attention heads, got {cfg.model.width}")
+    if cfg.checkpoint.monitor == "auto":
+        cfg.checkpoint.monitor = f"val/{SHORT_NAMES[TASKS[cfg.data.task].metrics[0]]}"
+
+
+def load_architecture(name_or_path: str) -> Architecture:
+    """A shipped architecture by name or an architecture file, as a user-facing error if bad."""
+    try:
+        return Architecture.load_any(name_or_path)
+    except (ArchitectureError, FileNotFoundError) as e:
+        raise ConfigError(f"model.architecture: {e}") from e
+
+
+def build_datamodule(cfg: DictConfig, vocab: list[str] | None = None) -> GlueDataModule:
+    data = cfg.data
+    if data.generate:
+        ensure_synthetic_sst(data.root)
+    return GlueDataModule(
+        root=data.root, task=data.task, batch_size=data.batch_size,
+        eval_batch_size=data.eval_batch_size, max_length=data.max_length,
+        min_count=data.min_count, lowercase=data.lowercase, glove=data.glove,
+        embed_dim=cfg.model.embed_dim, phrases=data.phrases, dev_phrases=data.dev_phrases,
+        num_workers=data.num_workers, bucket=data.bucket, seed=cfg.seed, vocab=vocab,
+        use_test_labels=data.use_test_labels,
+    )  # fmt: skip
+
+
+def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASRetrainModule, GlueDataModule]:
+    """Datamodule first (its vocabulary sizes the embedding), then the module.
+
+    For ``eval`` the vocabulary and the architecture come from the checkpoint, so the weights
+    line up whatever files the user points at now.
+    """
+    validate(cfg)
+    if checkpoint is not None:
+        dm_state = next((v for k, v in checkpoint.items() if k.endswith("GlueDataModule")), None)
+        if not dm_state or "vocab" not in dm_state:
+            raise ConfigError("the checkpoint holds no vocabulary; was it written by textnas_train?")
+        dm = build_datamodule(cfg, vocab=dm_state["vocab"])
+        architecture = Architecture.from_dict(checkpoint["hyper_parameters"]["architecture"])
+    else:
+        dm = build_datamodule(cfg)
+        architecture = load_architecture(cfg.model.architecture)
+    dm.setup("fit")
+    network = to_container(cfg.model)
+    network.pop("architecture")
+    module = TextNASRetrainModule(
+        architecture=architecture.to_dict(),
+        vocab_size=len(dm.vocab),
+        num_classes=dm.num_classes,
+        pair=dm.is_pair,
+        regression=dm.is_regression,
+        metrics=list(dm.task_spec.metrics),
+        network=network,
+        optim=to_container(cfg.optim),
+        val_splits=dm.val_split_names,
+        test_splits=dm.test_split_names,
+        embedding_init=None if checkpoint is not None else dm.embedding_matrix(),
+    )
+    return module, dm
+
+
+def after_fit(ctx: RunContext) -> None:
+    """Keep the trained architecture next to the checkpoints (a plain, reusable YAML)."""
+    if ctx.trainer.is_global_zero:
+        Architecture.from_dict(ctx.module.hparams.architecture).save(Path(ctx.run_dir) / "architecture.yaml")
+
+
+SPEC = SystemSpec(
+    name="textnas_train",
+    config_cls=TextNASTrainConfig,
+    build=build,
+    validate=validate,
+    after_fit=after_fit,
+)

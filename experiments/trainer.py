@@ -1,0 +1,251 @@
+"""Run folders, loggers, callbacks and the ``lightning.Trainer`` built from a config."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig
+
+from experiments.callbacks import MetricsJSON, RNGState, SuiteMetadata
+from experiments.config import ConfigError, to_container, to_yaml
+
+RUN_DIR_ENV = "SUITE_RUN_DIR"
+
+
+# --------------------------------------------------------------------------------------------
+# Run folder
+# --------------------------------------------------------------------------------------------
+
+
+def env_rank() -> int:
+    """Global rank as far as the environment tells before the Trainer exists (0 if unknown).
+
+    Only "zero or not" matters here: with ``LOCAL_RANK``/``NODE_RANK`` alone it returns 1 for
+    any process that is not the first one.
+    """
+    for var in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    for var in ("LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return 1
+    return 0
+
+
+def make_run_dir(cfg: DictConfig, suffix: str = "") -> Path:
+    """Create ``<output_dir>/<experiment>/<YYYYmmdd-HHMMSS[-n]><suffix>/``; never reuse one.
+
+    Rank 0 creates the folder and exports ``SUITE_RUN_DIR``, so the processes that Lightning's
+    ``ddp`` launcher starts for the other ranks (with rank 0's environment) reuse it. Ranks > 0
+    started independently (torchrun, SLURM) get the path without creating it; everything they
+    would write there is rank-0-only, and ``ModelCheckpoint`` broadcasts rank 0's folder.
+    """
+    if env_rank() > 0:
+        if os.environ.get(RUN_DIR_ENV):
+            return Path(os.environ[RUN_DIR_ENV])
+        return (
+            Path(cfg.output_dir).resolve()
+            / str(cfg.experiment)
+            / (time.strftime("%Y%m%d-%H%M%S") + suffix)
+        )
+    parent = Path(cfg.output_dir).resolve() / str(cfg.experiment)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        run_dir = parent / (f"{stamp}-{n}" if n else stamp)
+        run_dir = run_dir.with_name(run_dir.name + suffix)
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        export_run_dir(run_dir)
+        return run_dir
+    raise RuntimeError(f"cannot create a new run folder under {parent}")
+
+
+def export_run_dir(run_dir: Path) -> None:
+    """Tell processes started later (ranks > 0 of the ``ddp`` launcher) to use ``run_dir``."""
+    os.environ[RUN_DIR_ENV] = str(Path(run_dir).resolve())
+
+
+# --------------------------------------------------------------------------------------------
+# Loggers
+# --------------------------------------------------------------------------------------------
+
+
+def _has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    """``auto`` -> ``WANDB_MODE`` if set, else ``online`` with an API key, else ``offline``."""
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env:
+        return {"dryrun": "offline", "run": "online"}.get(env, env)
+    return "online" if _has_wandb_key() else "offline"
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """A W&B run id kept in the run folder, so ``resume`` continues the same W&B run."""
+    path = run_dir / ".wandb_id"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)
+    if env_rank() == 0:
+        path.write_text(run_id + "\n")
+    return run_id
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """CSV always; W&B unless its mode resolves to ``disabled``."""
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv")]
+    wcfg = cfg.logger.wandb
+    mode = resolve_wandb_mode(str(wcfg.mode))
+    if mode == "disabled":
+        return loggers
+    if mode not in ("online", "offline"):
+        raise ConfigError(
+            f"logger.wandb.mode resolved to '{mode}' (from WANDB_MODE); use online|offline|disabled"
+        )
+    log_model: bool = bool(wcfg.log_model)
+    if mode == "offline" and log_model:
+        rank_zero_warn(
+            "logger.wandb.log_model=true needs online W&B; checkpoints are not uploaded offline"
+        )
+        log_model = False
+    loggers.append(
+        WandbLogger(
+            save_dir=str(run_dir),
+            project=wcfg.project,
+            entity=wcfg.entity,
+            tags=list(wcfg.tags) or None,
+            name=f"{cfg.experiment}/{run_dir.name}",
+            id=_wandb_id(run_dir),
+            log_model=log_model,
+            mode=mode,
+        )
+    )
+    return loggers
+
+
+# --------------------------------------------------------------------------------------------
+# Trainer
+# --------------------------------------------------------------------------------------------
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """``lightning.Trainer`` keyword arguments from ``cfg.trainer`` (same names)."""
+    kwargs = to_container(cfg.trainer)
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        if kwargs[key] is None:
+            kwargs.pop(key)  # Trainer's default (all batches)
+    if kwargs["precision"] == "32":
+        kwargs["precision"] = "32-true"
+    return kwargs
+
+
+def check_manual_optimization(cfg: DictConfig, module: L.LightningModule) -> None:
+    """Lightning rejects Trainer-level clipping/accumulation under manual optimization."""
+    if module.automatic_optimization:
+        return
+    t = cfg.trainer
+    if t.gradient_clip_val is not None:
+        raise ConfigError(
+            f"trainer.gradient_clip_val={t.gradient_clip_val}: system '{cfg.system}' uses manual "
+            "optimization and clips gradients itself (self.clip_gradients); set "
+            "trainer.gradient_clip_val=null and use the system's own clipping key"
+        )
+    if t.accumulate_grad_batches != 1:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={t.accumulate_grad_batches}: system '{cfg.system}' "
+            "uses manual optimization, which Lightning cannot accumulate; set it to 1"
+        )
+
+
+def build_callbacks(
+    cfg: DictConfig, run_dir: Path, with_logger: bool, checkpointing: bool = True
+) -> list[Callback]:
+    """Checkpointing, LR monitor (with a real logger), progress bar and the suite callbacks."""
+    c = cfg.checkpoint
+    callbacks: list[Callback] = [SuiteMetadata(cfg, run_dir), RNGState(), MetricsJSON(run_dir)]
+    if checkpointing:
+        checkpoint = ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="epoch{epoch:03d}-step{step:06d}",
+            monitor=c.monitor,
+            mode=c.mode,
+            save_top_k=c.save_top_k,
+            save_last=c.save_last,
+            every_n_epochs=c.every_n_epochs,
+            auto_insert_metric_name=False,
+        )
+        callbacks.insert(0, checkpoint)
+    if with_logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=1 if sys.stderr.isatty() else 50))
+    return callbacks
+
+
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, module: L.LightningModule, *, checkpointing: bool = True
+) -> L.Trainer:
+    """The Trainer for ``cfg``: loggers, callbacks, ``default_root_dir=run_dir``.
+
+    ``checkpointing=False`` (evaluation runs) leaves ``ModelCheckpoint`` out.
+
+    Also logs the resolved config as hyperparameters to every logger and writes
+    ``run_dir/config.yaml`` (rank 0).
+    """
+    check_manual_optimization(cfg, module)
+    run_dir = Path(run_dir)
+    kwargs = trainer_kwargs(cfg)
+    real_logging = not kwargs["fast_dev_run"]
+    loggers = build_loggers(cfg, run_dir) if real_logging else []
+    try:
+        trainer = L.Trainer(
+            **kwargs,
+            default_root_dir=str(run_dir),
+            logger=loggers or False,
+            callbacks=build_callbacks(cfg, run_dir, real_logging, checkpointing),
+            enable_checkpointing=checkpointing,
+        )
+    except MisconfigurationException as e:
+        raise ConfigError(f"invalid trainer settings: {str(e).splitlines()[0]}") from e
+    hparams = to_container(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+    if env_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    return trainer
+
+
+def uses_wandb(trainer: L.Trainer) -> bool:
+    """Whether any of the trainer's loggers is a W&B logger."""
+    return any(isinstance(lg, WandbLogger) for lg in trainer.loggers)

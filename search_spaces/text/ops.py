@@ -1,0 +1,225 @@
+"""The eight TextNAS candidate operations (reference sheet §1.2).
+
+Every op maps ``x`` of shape (B, C, L) (channels first, as in NNI and the official code) and a
+padding mask to a tensor of the same shape. The mask is passed as a float tensor of shape
+(B, 1, L) with 1 at real tokens, or ``None`` when the batch has no padding at all; skipping the
+mask multiplications (and GRU packing) in that case is what makes unpadded batches fast.
+
+Two reference behaviours are switchable (README, "Faithful and fixed behaviour"):
+
+* ``masked_bn``: the reference BatchNorm computes its statistics over all (B, L) positions,
+  zero padding included (§5.3 item 5). ``True`` computes them over real tokens only.
+* ``maxpool_ignores_padding``: the reference max pool sees the zero-filled padding, so the last
+  real token's output depends on whether padding follows it. ``True`` pools over real tokens only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .architecture import OP_NAMES
+
+
+# The reference fills padded attention keys with this value before the softmax.
+ATTENTION_MASK_VALUE = -(2.0**32) + 1.0
+
+
+def apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the padded positions of ``x`` (B, C, L); ``mask`` is (B, 1, L) float or None."""
+    return x if mask is None else x * mask
+
+
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over (B, C, L) whose batch statistics can exclude padded positions.
+
+    With ``masked=False`` (the reference), this is exactly ``nn.BatchNorm1d``: padding zeros count
+    in the statistics. With ``masked=True`` the mean and variance in training are taken over the
+    real tokens only, and the running statistics are updated with them (unbiased variance, as
+    PyTorch does). In eval mode both use the running statistics.
+    """
+
+    def __init__(self, num_features: int, masked: bool = False, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.masked = masked
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if not (self.masked and self.training and mask is not None):
+            return super().forward(x)
+        count = mask.sum() * 1.0
+        mean = (x * mask).sum(dim=(0, 2)) / count
+        centred = (x - mean[None, :, None]) * mask
+        var = (centred * centred).sum(dim=(0, 2)) / count
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                unbiased = var * (count / (count - 1.0).clamp(min=1.0))
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+                self.running_var.lerp_(unbiased.detach().to(self.running_var.dtype), self.momentum)
+                self.num_batches_tracked.add_(1)
+        y = (x - mean[None, :, None]) * torch.rsqrt(var + self.eps)[None, :, None]
+        return y * self.weight[None, :, None] + self.bias[None, :, None]
+
+
+class ConvBN(nn.Module):
+    """Conv1d(k, 'same') -> mask -> BatchNorm -> mask -> ReLU -> Dropout (ops 0-3, and the stem)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        dropout: float = 0.0,
+        masked_bn: bool = False,
+    ):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.bn = MaskedBatchNorm1d(out_channels, masked=masked_bn)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = apply_mask(self.conv(x), mask)
+        x = apply_mask(self.bn(x, mask), mask)
+        return self.dropout(F.relu(x))
+
+
+class AvgPool(nn.Module):
+    """AvgPool1d(3, stride 1, pad 1, count_include_pad) -> mask (op 4)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return apply_mask(F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=True), mask)
+
+
+class MaxPool(nn.Module):
+    """MaxPool1d(3, stride 1, pad 1) -> mask (op 5).
+
+    ``ignores_padding=True`` fills padded positions with -inf first, so a real token never takes
+    the maximum with a padding zero (the reference does, see the module docstring).
+    """
+
+    def __init__(self, ignores_padding: bool = False):
+        super().__init__()
+        self.ignores_padding = ignores_padding
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.ignores_padding and mask is not None:
+            x = x.masked_fill(mask == 0, float("-inf"))
+        return apply_mask(F.max_pool1d(x, 3, stride=1, padding=1), mask)
+
+
+class RecurrentOp(nn.Module):
+    """Bidirectional GRU over the true lengths, directions summed, then dropout (op 6).
+
+    Packed sequences make the backward direction start at each sequence's last real token; the
+    padded positions of the output are zero. Without padding the packing is skipped.
+    """
+
+    def __init__(self, channels: int, dropout: float = 0.0):
+        super().__init__()
+        self.channels = channels
+        self.gru = nn.GRU(channels, channels, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        seq = x.transpose(1, 2)  # (B, L, C)
+        if mask is None:
+            out, _ = self.gru(seq)
+        else:
+            lengths = mask.sum(dim=(1, 2)).long().cpu()
+            packed = pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.gru(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=seq.shape[1])
+        out = out[..., : self.channels] + out[..., self.channels :]
+        return self.dropout(out.transpose(1, 2))
+
+
+class SelfAttention(nn.Module):
+    """4-head scaled dot-product self-attention without output projection (op 7).
+
+    Q, K, V = ReLU(Linear(C, C)) each; padded keys are excluded from the softmax; rows of padded
+    queries are zeroed; dropout on the attention probabilities; heads concatenated -> mask ->
+    BatchNorm -> mask. No residual, FFN or positional encoding (reference sheet §1.2).
+    """
+
+    def __init__(self, channels: int, num_heads: int = 4, dropout: float = 0.0, masked_bn: bool = False):
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"attention width {channels} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.dropout = dropout
+        self.query = nn.Linear(channels, channels)
+        self.key = nn.Linear(channels, channels)
+        self.value = nn.Linear(channels, channels)
+        self.bn = MaskedBatchNorm1d(channels, masked=masked_bn)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, c, length = x.shape
+        seq = x.transpose(1, 2)  # (B, L, C)
+        # One matmul for Q, K and V; the three Linear modules keep the reference's parameters.
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        qkv = F.relu(F.linear(seq, weight, bias))
+        qkv = qkv.view(b, length, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, H, L, C/H)
+        attn_mask = None
+        if mask is not None:
+            attn_mask = (mask[:, :, None, :] > 0)  # (B, 1, 1, L): keys that may be attended
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        out = out.transpose(1, 2).reshape(b, length, c).transpose(1, 2)  # (B, C, L)
+        out = apply_mask(out, mask)  # zero the rows of padded queries
+        return apply_mask(self.bn(out, mask), mask)
+
+
+def reference_attention(
+    x: torch.Tensor, mask: torch.Tensor, op: SelfAttention
+) -> torch.Tensor:
+    """The reference's attention arithmetic written out step by step (eval mode, no dropout).
+
+    Used by the tests to check the fused implementation above against the definition:
+    scores QK^T / sqrt(C/4), padded keys set to -2^32+1, softmax, rows times the query mask.
+    """
+    b, c, length = x.shape
+    h = op.num_heads
+    seq = x.transpose(1, 2)
+    q, k, v = (F.relu(lin(seq)) for lin in (op.query, op.key, op.value))
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.view(b, length, h, c // h).transpose(1, 2)
+
+    q, k, v = heads(q), heads(k), heads(v)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(c // h)
+    key_mask = mask[:, None, :, :] > 0  # (B, 1, 1, L)
+    scores = scores.masked_fill(~key_mask, ATTENTION_MASK_VALUE)
+    probs = scores.softmax(-1) * mask[:, None, 0, :, None]  # zero padded query rows
+    out = (probs @ v).transpose(1, 2).reshape(b, length, c).transpose(1, 2)
+    out = out * mask
+    return op.bn(out, mask) * mask
+
+
+def build_op(
+    name: str,
+    channels: int,
+    *,
+    cnn_dropout: float = 0.0,
+    rnn_dropout: float = 0.0,
+    attention_dropout: float = 0.0,
+    masked_bn: bool = False,
+    maxpool_ignores_padding: bool = False,
+) -> nn.Module:
+    """Build candidate op ``name`` (one of :data:`OP_NAMES`) at width ``channels``."""
+    if name in ("conv1", "conv3", "conv5", "conv7"):
+        return ConvBN(channels, channels, int(name[4:]), dropout=cnn_dropout, masked_bn=masked_bn)
+    if name == "avg_pool":
+        return AvgPool()
+    if name == "max_pool":
+        return MaxPool(ignores_padding=maxpool_ignores_padding)
+    if name == "rnn":
+        return RecurrentOp(channels, dropout=rnn_dropout)
+    if name == "attention":
+        return SelfAttention(channels, dropout=attention_dropout, masked_bn=masked_bn)
+    raise ValueError(f"unknown TextNAS op {name!r}; valid ops: {', '.join(OP_NAMES)}")
