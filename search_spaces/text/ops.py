@@ -24,7 +24,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .architecture import OP_NAMES
 
-
 # The reference fills padded attention keys with this value before the softmax.
 ATTENTION_MASK_VALUE = -(2.0**32) + 1.0
 
@@ -106,7 +105,9 @@ class MaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.ignores_padding and mask is not None:
-            x = x.masked_fill(mask == 0, float("-inf"))
+            padding = mask == 0
+            pooled = F.max_pool1d(x.masked_fill(padding, float("-inf")), 3, stride=1, padding=1)
+            return pooled.masked_fill(padding, 0.0)  # not a multiply: -inf * 0 is nan
         return apply_mask(F.max_pool1d(x, 3, stride=1, padding=1), mask)
 
 

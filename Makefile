@@ -1,0 +1,63 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Both create .venv if missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+ARGS ?=
+PYTEST_ARGS ?=
+# Demo and tests write wandb runs locally unless you choose otherwise (WANDB_MODE=online).
+export WANDB_MODE ?= offline
+export WANDB_SILENT ?= true
+
+.PHONY: help setup demo test test-all test-gpu lint bench train-textnas eval-textnas clean-outputs
+
+help:
+	@echo "make demo            train the released TextNAS architecture on generated data (CPU, minutes)"
+	@echo "make test            the fast test suite (creates .venv if missing)"
+	@echo "make test-all        every test, slow ones included"
+	@echo "make test-gpu        the GPU tests (skipped without CUDA)"
+	@echo "make lint            ruff + import contracts"
+	@echo "make bench           throughput and memory -> benchmarks/results/*.json"
+	@echo "make train-textnas ARGS='data.root=/path/to/glue/SST-2 trainer.devices=4'"
+	@echo "make eval-textnas ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python >= 3.10 (or run make PYTHON=/path/to/python3)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "error: Python >= 3.10 is needed, $(PYTHON) is $$($(PYTHON) --version)"; exit 1; }
+	@test -x $(PY) || { echo "creating $(VENV)"; $(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed: install the venv module (Debian: apt-get install python3-venv)"; exit 1; }; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m experiments demo $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow and not gpu" -p no:cacheprovider --timeout 900 $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -m gpu -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.textnas $(ARGS)
+
+train-textnas: $(STAMP)
+	$(PY) -m experiments train $(or $(EXPERIMENT),textnas_train_sst2) $(ARGS)
+
+eval-textnas: $(STAMP)
+	$(PY) -m experiments eval $(EXPERIMENT) $(ARGS)
+
+clean-outputs:
+	rm -rf outputs
