@@ -37,7 +37,7 @@ def make_step(
     ids = torch.randint(2, vocab, (batch, length), generator=gen).to(device)
     mask = torch.ones(batch, length, dtype=torch.bool, device=device)
     labels = torch.randint(0, num_classes, (batch,), generator=gen).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3, eps=1e-3, weight_decay=2e-6, foreach=True)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3, eps=1e-3, weight_decay=2e-6, fused=True)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step() -> float:

@@ -11,10 +11,11 @@ import re
 import sys
 from collections.abc import Sequence
 
-USAGE = "usage: python -m experiments {list,show,train,eval,<command>} [EXPERIMENT] [key=value ...]"
+USAGE = "usage: python -m experiments {demo,list,show,train,eval,<command>} [EXPERIMENT] [key=value ...]"
 HELP = f"""{USAGE}
 
 commands:
+  demo  [k=v ...]               every system's main job on generated data (CPU, minutes)
   list                          experiments, their systems and descriptions
   show  EXPERIMENT [k=v ...]    the resolved config as YAML
   train EXPERIMENT [k=v ...]    train; resume=last (or resume=PATH) continues a run
@@ -73,6 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(w in ("-h", "--help") for w in words):
         print(HELP)
         return 0
+    if command == "demo":
+        from experiments.demo import main as demo
+
+        _no_extra_args(words)
+        return demo(words)
     if command == "list":
         if words:
             raise UsageError("'list' takes no arguments")

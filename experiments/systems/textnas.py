@@ -73,6 +73,7 @@ class TextNASOptimConfig:
     schedule: str = "cosine_restarts"  # cosine_restarts | cosine | constant
     t0: int = 10
     t_mult: int = 2
+    fused: bool = True  # one fused Adam kernel (CPU and CUDA); False = per-tensor loop
 
 
 @dataclass

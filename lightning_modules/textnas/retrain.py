@@ -119,7 +119,7 @@ class TextNASRetrainModule(L.LightningModule):
             betas=tuple(cfg["betas"]),
             eps=cfg["eps"],
             weight_decay=cfg["weight_decay"],
-            foreach=True,
+            fused=cfg["fused"],
         )
         if cfg["schedule"] == "constant":
             return optimizer
@@ -144,6 +144,7 @@ DEFAULT_OPTIM: dict[str, Any] = {
     "schedule": "cosine_restarts",
     "t0": 10,
     "t_mult": 2,
+    "fused": True,
 }
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .architecture import OP_NAMES
+from .bigru import bidirectional_gru_summed
 
 # The reference fills padded attention keys with this value before the softmax.
 ATTENTION_MASK_VALUE = -(2.0**32) + 1.0
@@ -126,6 +127,11 @@ class RecurrentOp(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         seq = x.transpose(1, 2)  # (B, L, C)
+        if not x.is_cuda:  # same numbers as nn.GRU, faster on CPU (see bigru.py)
+            lengths = None if mask is None else mask.sum(dim=(1, 2)).long()
+            out = bidirectional_gru_summed(self.gru, seq, lengths)
+            out = out.transpose(1, 2)
+            return self.dropout(apply_mask(out, mask))
         if mask is None:
             out, _ = self.gru(seq)
         else:
