@@ -97,19 +97,15 @@ def bidirectional_gru_summed(
     w_ih = torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse])
     b_ih = torch.cat([gru.bias_ih_l0, gru.bias_ih_l0_reverse])
     gi = F.linear(x, w_ih, b_ih).view(batch, steps, 2, 3 * c)
-    gi_fwd, gi_bwd = gi[:, :, 0], gi[:, :, 1]
+    # One gather puts both directions in step order: direction 1 reads each sequence backwards.
     if lengths is None:
-        gi_bwd = gi_bwd.flip(1)
-    else:
-        rev = reverse_index(lengths, steps)[:, :, None]
-        gi_bwd = gi_bwd.gather(1, rev.expand(-1, -1, 3 * c))
-    gi = torch.stack([gi_fwd, gi_bwd]).permute(2, 0, 1, 3).contiguous()  # (L, 2, B, 3C)
+        lengths = torch.full((batch,), steps, dtype=torch.long, device=x.device)
+    forward_index = torch.arange(steps, device=x.device).expand(batch, steps)
+    index = torch.stack([forward_index, reverse_index(lengths, steps)], dim=2)  # (B, L, 2)
+    gi = gi.gather(1, index[..., None].expand(-1, -1, -1, 3 * c))
+    gi = gi.permute(1, 2, 0, 3).contiguous()  # (L, 2, B, 3C)
     w = torch.stack([gru.weight_hh_l0.t(), gru.weight_hh_l0_reverse.t()])  # (2, C, 3C)
     b = torch.stack([gru.bias_hh_l0, gru.bias_hh_l0_reverse])[:, None, :]  # (2, 1, 3C)
     hs = _GRURecurrence.apply(gi, w, b)  # (L, 2, B, C)
-    out_fwd, out_bwd = hs[:, 0].transpose(0, 1), hs[:, 1].transpose(0, 1)  # (B, L, C)
-    if lengths is None:
-        out_bwd = out_bwd.flip(1)
-    else:
-        out_bwd = out_bwd.gather(1, rev.expand(-1, -1, c))
-    return out_fwd + out_bwd
+    out = hs.permute(2, 0, 1, 3).gather(1, index[..., None].expand(-1, -1, -1, c))  # (B, L, 2, C)
+    return out.sum(dim=2)

@@ -133,3 +133,22 @@ def test_recurrent_op_sums_directions_over_true_lengths() -> None:
         expected = (full[..., :C] + full[..., C:]).transpose(1, 2)
     torch.testing.assert_close(out[0:1, :, :6], expected, rtol=1e-5, atol=1e-6)
     assert torch.all(out[0, :, 6:] == 0)
+
+
+def test_fast_dropout_keeps_the_dropout_distribution() -> None:
+    from search_spaces.text.ops import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.2).train()
+    x = torch.ones(200_000)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.8))
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    # Gradients flow only through kept elements, with the same scaling.
+    x = torch.ones(1000, requires_grad=True)
+    out = Dropout(0.5).train()(x)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, out.detach())
