@@ -1,0 +1,55 @@
+"""The CPU bi-GRU (hand-written backward through time) equals nn.GRU with packed sequences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from search_spaces.text.bigru import bidirectional_gru_summed, reverse_index
+
+
+def _reference(gru: torch.nn.GRU, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    c = gru.hidden_size
+    if lengths is None:
+        out, _ = gru(x)
+    else:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = gru(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out[..., :c] + out[..., c:]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_outputs_and_all_gradients_match_nn_gru(padded: bool) -> None:
+    torch.manual_seed(0)
+    b, length, c = 5, 11, 6
+    gru = torch.nn.GRU(c, c, batch_first=True, bidirectional=True).double()
+    x = torch.randn(b, length, c, dtype=torch.double, requires_grad=True)
+    lengths = torch.tensor([11, 3, 7, 1, 10]) if padded else None
+    mask = torch.ones(b, length, 1, dtype=torch.double)
+    if padded:
+        mask = (torch.arange(length)[None, :] < lengths[:, None]).double()[..., None]
+    weights = torch.randn(b, length, c, dtype=torch.double)
+
+    expected = _reference(gru, x, lengths)
+    actual = bidirectional_gru_summed(gru, x, lengths) * mask
+    torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
+
+    params = [x, *gru.parameters()]
+    grads_expected = torch.autograd.grad((expected * weights).sum(), params)
+    grads_actual = torch.autograd.grad((actual * weights).sum(), params)
+    for g_exp, g_act in zip(grads_expected, grads_actual):
+        torch.testing.assert_close(g_act, g_exp, rtol=1e-9, atol=1e-11)
+
+
+def test_gradcheck_of_the_recurrence() -> None:
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(3, 3, batch_first=True, bidirectional=True).double()
+    x = torch.randn(2, 4, 3, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda inp: bidirectional_gru_summed(gru, inp), (x,))
+
+
+def test_reverse_index() -> None:
+    idx = reverse_index(torch.tensor([3, 5]), 5)
+    assert idx.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0]]
