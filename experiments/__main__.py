@@ -141,9 +141,22 @@ def _message(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _show_data_logs() -> None:
+    """Print the datamodules' INFO lines (sentence and label counts at setup)."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    logger = logging.getLogger("datamodules")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        logger.addHandler(handler)
+
+
 def cli(argv: Sequence[str] | None = None) -> int:
     """``main`` with user errors turned into one ``error:`` line and exit code 2."""
     debug = os.environ.get("SUITE_DEBUG", "") not in ("", "0")
+    _show_data_logs()
     try:
         return main(argv)
     except UsageError as e:

@@ -235,7 +235,9 @@ def build_trainer(
             callbacks=build_callbacks(cfg, run_dir, real_logging, checkpointing),
             enable_checkpointing=checkpointing,
         )
-    except MisconfigurationException as e:
+    except (MisconfigurationException, ValueError, ModuleNotFoundError) as e:
+        # Trainer.__init__ only checks its arguments: an unknown strategy/accelerator name is a
+        # ValueError, an accelerator whose package is missing (tpu) a ModuleNotFoundError.
         raise ConfigError(f"invalid trainer settings: {str(e).splitlines()[0]}") from e
     hparams = to_container(cfg)
     for logger in trainer.loggers:
