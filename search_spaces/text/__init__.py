@@ -20,6 +20,8 @@ from search_spaces.text.network import (
     TextNASOptions,
     count_parameters,
 )
+from search_spaces.text.strategies import RandomStrategy
+from search_spaces.text.supernet import TextNASSupernet
 
 __all__ = [
     "ARCHITECTURES_DIR",
@@ -38,4 +40,6 @@ __all__ = [
     "TextNASEncoder",
     "TextNASOptions",
     "count_parameters",
+    "RandomStrategy",
+    "TextNASSupernet",
 ]
