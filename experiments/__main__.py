@@ -153,8 +153,28 @@ def _show_data_logs() -> None:
         logger.addHandler(handler)
 
 
+def _close_process_group() -> None:
+    """Destroy the process group a DDP run opened (Lightning does so at exit only for NCCL).
+
+    A gloo group still alive when the interpreter exits can abort the process after a
+    successful run ("terminate called without an active exception", exit code 134).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available():
+        return
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def cli(argv: Sequence[str] | None = None) -> int:
     """``main`` with user errors turned into one ``error:`` line and exit code 2."""
+    try:
+        return _cli(argv)
+    finally:
+        _close_process_group()
+
+
+def _cli(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("SUITE_DEBUG", "") not in ("", "0")
     _show_data_logs()
     try:

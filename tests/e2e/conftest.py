@@ -149,7 +149,9 @@ def _write(path: Path, lines: list[str], bom: bool = False) -> None:
     path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
 
 
-def write_glue_task(root: Path, task: str, n_train: int = 48, n_dev: int = 24, seed: int = 0) -> Path:
+def write_glue_task(
+    root: Path, task: str, n_train: int = 48, n_dev: int = 24, seed: int = 0
+) -> Path:
     """Tiny files of GLUE task ``task`` in the real layout (headers, columns, label strings)."""
     rng = random.Random(f"{task}:{seed}")
     root.mkdir(parents=True, exist_ok=True)
@@ -159,12 +161,15 @@ def write_glue_task(root: Path, task: str, n_train: int = 48, n_dev: int = 24, s
         return [make(i, i % 2 == 0) for i in range(n)]
 
     if task == "cola":  # no header; source, label, original mark, sentence
+
         def row(i: int, pos: bool) -> str:
             return f"gj04\t{int(pos)}\t{'' if pos else '*'}\t{_sentence(rng)}"
 
         _write(root / "train.tsv", rows(n_train, row))
         _write(root / "dev.tsv", rows(n_dev, row))
-        _write(root / "test.tsv", ["index\tsentence", *(f"{i}\t{_sentence(rng)}" for i in range(8))])
+        _write(
+            root / "test.tsv", ["index\tsentence", *(f"{i}\t{_sentence(rng)}" for i in range(8))]
+        )
     elif task == "mrpc":  # Quality first; train starts with a BOM
         head = "#1 ID\t#2 ID\t#1 String\t#2 String"
 
@@ -174,9 +179,12 @@ def write_glue_task(root: Path, task: str, n_train: int = 48, n_dev: int = 24, s
 
         _write(root / "train.tsv", [f"Quality\t{head}", *rows(n_train, row)], bom=True)
         _write(root / "dev.tsv", [f"Quality\t{head}", *rows(n_dev, row)])
-        test = [f"{i}\t{1000 + i}\t{2000 + i}\t{_sentence(rng)}\t{_sentence(rng)}" for i in range(8)]
+        test = [
+            f"{i}\t{1000 + i}\t{2000 + i}\t{_sentence(rng)}\t{_sentence(rng)}" for i in range(8)
+        ]
         _write(root / "test.tsv", [f"index\t{head}", *test])
     elif task == "qqp":  # one malformed row (a question broken across lines) is skipped
+
         def row(i: int, pos: bool) -> str:
             a, b = _pair(rng, pos)
             return f"{i}\t{2 * i}\t{2 * i + 1}\t{a}\t{b}\t{int(pos)}"
@@ -194,7 +202,9 @@ def write_glue_task(root: Path, task: str, n_train: int = 48, n_dev: int = 24, s
         def row(i: int, pos: bool) -> str:
             a, b = _pair(rng, pos)
             score = rng.uniform(3.0, 5.0) if pos else rng.uniform(0.0, 2.0)
-            return f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{a}\t{b}\t{score:.3f}"
+            return (
+                f"{i}\tmain-captions\tMSRvid\t2012test\t{i:04d}\tnone\tnone\t{a}\t{b}\t{score:.3f}"
+            )
 
         _write(root / "train.tsv", [f"{head}\tscore", *rows(n_train, row)])
         _write(root / "dev.tsv", [f"{head}\tscore", *rows(n_dev, row)])

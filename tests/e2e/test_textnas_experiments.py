@@ -2,8 +2,9 @@
 
 Every ``textnas_train`` experiment YAML trains; every GLUE task logs its own metrics; ``eval``
 reproduces training's validation numbers from the checkpoint alone; user mistakes on the
-command line end in one ``error:`` line without touching earlier runs; bf16 autocast works on
-CPU; and the default synthetic experiment really learns what a bag of words cannot.
+command line end in one ``error:`` line without touching earlier runs; bf16 autocast runs on
+CPU (the variants that hit known bugs are strict xfails, so a fix shows up as XPASS); and the
+default synthetic experiment really learns what a bag of words cannot.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from experiments.registry import list_experiments
 from experiments.run import evaluate, resolve, train
 from experiments.systems.textnas import build_datamodule
 from search_spaces.text import Architecture
-from tests.e2e.conftest import QUIET, REPO, cli_env, python, tiny, tree_hashes
+from tests.e2e.conftest import QUIET, cli_env, python, tiny, tree_hashes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,7 +137,11 @@ def synthetic_run(one_thread, sst_dir, tiny_arch, tmp_path_factory):
 def test_eval_reproduces_final_val_metrics(synthetic_run, which):
     out, result = synthetic_run
     fit = result.metrics["fit"]
-    ckpt = result.run_dir / "checkpoints/last.ckpt" if which == "last" else Path(fit["best_model_path"])
+    ckpt = (
+        result.run_dir / "checkpoints/last.ckpt"
+        if which == "last"
+        else Path(fit["best_model_path"])
+    )
     ev = evaluate(None, [f"ckpt={ckpt}", *QUIET])
     assert ev.run_dir.parent == out / "textnas_train_synthetic"
     assert ev.run_dir.name.endswith("-eval")
@@ -161,8 +166,12 @@ def test_eval_uses_the_checkpoints_vocabulary(synthetic_run, sst_dir, tmp_path):
     assert rebuilt.vocab.to_list() != stored and len(rebuilt.vocab) > len(stored)
 
     ev = evaluate(None, [f"ckpt={last}", f"data.root={grown}", *QUIET])
-    assert ev.metrics["validate"]["val/acc"] == pytest.approx(result.metrics["fit"]["val/acc"], abs=1e-6)
-    assert ev.metrics["validate"]["val/loss"] == pytest.approx(result.metrics["fit"]["val/loss"], abs=1e-6)
+    assert ev.metrics["validate"]["val/acc"] == pytest.approx(
+        result.metrics["fit"]["val/acc"], abs=1e-6
+    )
+    assert ev.metrics["validate"]["val/loss"] == pytest.approx(
+        result.metrics["fit"]["val/loss"], abs=1e-6
+    )
     assert f"root: {grown}" in (ev.run_dir / "config.yaml").read_text()
 
 
@@ -184,17 +193,24 @@ def test_eval_with_checkpoint_of_another_experiment_fails(synthetic_run):
 # ---------------------------------------------------------------------------------------------
 
 
-def _bad_tsv(sst_dir: Path, tmp: Path) -> tuple[list[str], str]:
-    bad = shutil.copytree(sst_dir, tmp / "bad-tsv")
+RESUME_BUG = (
+    "resume=last with a config the checkpoint does not fit (here model.width) fails inside "
+    "trainer.fit with a raw RuntimeError (size mismatch, exit 1, traceback) after "
+    "build_trainer has already overwritten the run's config.yaml and the CSV logger has added "
+    "csv/version_N to the existing run folder"
+)
+
+
+def _bad_tsv(data: Path, tmp: Path) -> tuple[str, list[str], str]:
+    bad = shutil.copytree(data, tmp / "bad-tsv")
     lines = (bad / "train.tsv").read_text().splitlines(keepends=True)
     lines[3] = lines[3].rstrip("\n") + "\textra column\n"  # line 4 of the file
     (bad / "train.tsv").write_text("".join(lines))
-    return ["train", "textnas_train_synthetic", f"data.root={bad}"], (
-        f"{bad}/train.tsv:4: expected 2 columns, found 3"
-    )
+    message = f"{bad}/train.tsv:4: expected 2 columns, found 3"
+    return "textnas_train_synthetic", [f"data.root={bad}"], message
 
 
-def _bad_arch(sst_dir: Path, tmp: Path) -> tuple[list[str], str]:
+def _bad_arch(data: Path, tmp: Path) -> tuple[str, list[str], str]:
     path = tmp / "bad_arch.yaml"
     path.write_text(
         "name: broken\nnum_layers: 3\nk: 5\nlayers:\n"
@@ -202,58 +218,85 @@ def _bad_arch(sst_dir: Path, tmp: Path) -> tuple[list[str], str]:
         "  - {op: rnn, input: 0, skips: []}\n"
         "  - {op: attention, input: 1, skips: [2]}\n"  # a skip to itself
     )
-    return ["train", "textnas_train_synthetic", f"data.root={sst_dir}", f"model.architecture={path}"], (
-        "layer 2: skip to layer 2 is not an earlier layer"
-    )
+    message = "layer 2: skip to layer 2 is not an earlier layer"
+    return "textnas_train_synthetic", [f"data.root={data}", f"model.architecture={path}"], message
 
 
+# case -> (data dir, scratch dir) -> (experiment, overrides after the tiny ones, error text)
 BAD_INPUTS = {
     "missing_data_dir": lambda d, t: (
-        ["train", "textnas_train_sst2", f"data.root={t / 'no-such-dir'}"],
+        "textnas_train_sst2",  # (textnas_train_synthetic would generate the data there)
+        [f"data.root={t / 'no-such-dir'}"],
         f"data directory {t / 'no-such-dir'} does not exist",
     ),
     "tsv_wrong_column_count": _bad_tsv,
     "unknown_task": lambda d, t: (
-        ["train", "textnas_train_synthetic", f"data.root={d}", "data.task=sst3"],
+        "textnas_train_synthetic",
+        [f"data.root={d}", "data.task=sst3"],
         "data.task: unknown task 'sst3'; valid tasks: cola, ",
     ),
     "invalid_architecture": _bad_arch,
     "misspelt_key": lambda d, t: (
-        ["train", "textnas_train_synthetic", f"data.root={d}", "model.widht=16"],
+        "textnas_train_synthetic",
+        [f"data.root={d}", "model.widht=16"],
         "unknown config key 'model.widht'; did you mean 'model.width'?",
     ),
     "wrong_type": lambda d, t: (
-        ["train", "textnas_train_synthetic", f"data.root={d}", "trainer.max_epochs=two"],
+        "textnas_train_synthetic",
+        [f"data.root={d}", "trainer.max_epochs=two"],
         "trainer.max_epochs: expected int, got 'two'",
     ),
-    "invalid_trainer_setting": lambda d, t: (  # fails after the run folder was made
-        ["train", "textnas_train_synthetic", f"data.root={d}", "trainer.strategy=no_such_strategy"],
-        "invalid trainer settings",
+    "invalid_trainer_setting": lambda d, t: (  # fails after the new run folder was made
+        "textnas_train_synthetic",
+        [f"data.root={d}", "trainer.strategy=no_such_strategy"],
+        "invalid trainer settings: You selected an invalid strategy name",
+    ),
+    "resume_with_mismatching_model": lambda d, t: (  # must not touch the run it resumes
+        "textnas_train_synthetic",
+        [f"data.root={d}", "resume=last", "trainer.max_epochs=2", "model.width=12"],
+        "",
     ),
 }
+XFAIL = {"resume_with_mismatching_model": RESUME_BUG}
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_cli_bad_input_is_one_error_line_and_touches_nothing(case, synthetic_run, sst_dir, tiny_arch, tmp_path):
-    out, result = synthetic_run
-    args, message = BAD_INPUTS[case](sst_dir, tmp_path)
-    if not any(a.startswith("model.architecture=") for a in args):
-        args.append(f"model.architecture={tiny_arch}")
-    before = tree_hashes(out)
-    data_before = tree_hashes(sst_dir)
+@pytest.fixture(scope="module")
+def cli_run(one_thread, sst_dir, tiny_arch, tmp_path_factory):
+    """An output folder holding one finished tiny run, for the bad commands to aim at."""
+    out = tmp_path_factory.mktemp("cli-outputs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_MODE", "disabled")
+        mp.delenv("SUITE_RUN_DIR", raising=False)
+        train("textnas_train_synthetic", tiny(out, f"data.root={sst_dir}", f"model.architecture={tiny_arch}"))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.xfail(reason=XFAIL[c], strict=True)) if c in XFAIL else c
+     for c in BAD_INPUTS],
+)  # fmt: skip
+def test_cli_bad_input_is_one_error_line_and_touches_nothing(
+    case, cli_run, sst_dir, tiny_arch, tmp_path
+):
+    out = cli_run
+    experiment, overrides, message = BAD_INPUTS[case](sst_dir, tmp_path)
+    scratch = {p.name for p in tmp_path.iterdir()}
+    before, data_before = tree_hashes(out), tree_hashes(sst_dir)
     proc = subprocess.run(
-        [python(), "-m", "experiments", *args, *tiny(out)],
+        [python(), "-m", "experiments", "train", experiment,
+         *tiny(out, f"model.architecture={tiny_arch}"), *overrides],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+    assert tree_hashes(out) == before  # the earlier run is untouched, no new folder
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
     assert message in errors[0], errors[0]
     assert proc.stderr.rstrip("\n").splitlines()[-1] == errors[0]  # the error comes last
-    assert tree_hashes(out) == before  # the earlier run is untouched, no new folder
     assert tree_hashes(sst_dir) == data_before
-    assert not [p for p in tmp_path.iterdir() if p.name not in ("bad-tsv", "bad_arch.yaml")]
+    assert {p.name for p in tmp_path.iterdir()} == scratch  # nothing written into the cwd
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,12 +304,43 @@ def test_cli_bad_input_is_one_error_line_and_touches_nothing(case, synthetic_run
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bf16_mixed_on_cpu(sst_dir, tiny_arch, tmp_path):
+BIGRU_BF16_BUG = (
+    "search_spaces/text/bigru.py under CPU autocast: gi = F.linear(...) comes out bf16 while "
+    "W_hh/b_hh stay fp32, and torch.baddbmm(b, h, w, out=...) (out= ops are not autocast) "
+    "raises 'Input dtypes must be the same, got: input float, batch1: c10::BFloat16, "
+    "batch2: float'"
+)
+FUSED_CLIP_BUG = (
+    "optim.fused=true (default) + trainer.gradient_clip_val=5 (default) + any *-mixed "
+    "precision: Lightning's MixedPrecision.clip_gradients refuses fused optimizers "
+    "('The current optimizer, Adam, does not allow for gradient clipping because it performs "
+    "unscaling of gradients internally'), on CPU and GPU alike"
+)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        pytest.param("defaults", marks=pytest.mark.xfail(
+            reason=f"{BIGRU_BF16_BUG}; {FUSED_CLIP_BUG}", raises=RuntimeError, strict=True)),
+        pytest.param("unfused", marks=pytest.mark.xfail(
+            reason=BIGRU_BF16_BUG, raises=RuntimeError, strict=True)),
+        "unfused_without_rnn",
+    ],
+)  # fmt: skip
+def test_bf16_mixed_on_cpu(variant, sst_dir, tiny_arch, tiny_arch_obj, tmp_path):
+    arch = tiny_arch
+    extra = ["trainer.precision=bf16-mixed"]
+    if variant != "defaults":
+        extra.append("optim.fused=false")
+    if variant == "unfused_without_rnn":  # every other op of the tiny architecture
+        layers = [{"op": "conv5" if spec["op"] == "rnn" else spec["op"], "input": spec["input"],
+                   "skips": spec["skips"]} for spec in tiny_arch_obj.to_dict()["layers"]]  # fmt: skip
+        arch = Architecture.from_dict({"layers": layers}).save(tmp_path / "no_rnn.yaml")
     result = train(
         "textnas_train_synthetic",
-        tiny(tmp_path, f"data.root={sst_dir}", f"model.architecture={tiny_arch}",
-             "trainer.precision=bf16-mixed"),
-    )  # fmt: skip
+        tiny(tmp_path, f"data.root={sst_dir}", f"model.architecture={arch}", *extra),
+    )
     fit = result.metrics["fit"]
     assert fit["global_step"] == 4
     for key in ("train/loss", "val/loss", "val/acc"):
@@ -283,7 +357,9 @@ def test_bf16_mixed_on_cpu(sst_dir, tiny_arch, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def _bag_of_words_accuracy(dm, epochs: int = 10, dim: int = 64, lr: float = 5e-3) -> tuple[float, float]:
+def _bag_of_words_accuracy(
+    dm, epochs: int = 10, dim: int = 64, lr: float = 5e-3
+) -> tuple[float, float]:
     """Mean-pooled embeddings -> Linear, Adam, on the datamodule's own batches.
 
     Returns (best validation accuracy over the epochs, final training accuracy)."""
