@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(PY) -m experiments demo $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not gpu" -p no:cacheprovider --timeout 900 $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -m "not slow and not gpu" -p no:cacheprovider --timeout 900 $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)

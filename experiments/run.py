@@ -202,8 +202,24 @@ def train(experiment: str, overrides: Sequence[str] = ()) -> RunResult:
     """Train an experiment; ``resume=last|PATH`` continues a run in its own folder."""
     spec, cfg = resolve(experiment, overrides, command="train")
     ckpt_path, resume_dir = find_resume(cfg)
+    checkpoint = None
+    if ckpt_path is not None:
+        # A resumed run is the checkpoint's run: its stored config (model sizes, data) <- the
+        # overrides, and the system rebuilds from the checkpoint (e.g. its vocabulary), so a
+        # mismatch is caught before anything in the run folder is touched.
+        checkpoint = load_checkpoint(Path(ckpt_path))
+        meta = _suite_meta(checkpoint, Path(ckpt_path), experiment)
+        stored = dict(meta.get("config") or {})
+        stored.update(experiment=experiment, resume=str(cfg.resume), ckpt=None)
+        cfg = compose(
+            spec.config_cls, [], list(overrides), base=stored,
+            base_origin=f"config stored in {ckpt_path}",
+        )  # fmt: skip
+        cfg = _finish_config(spec, cfg, experiment, "train")
     L.seed_everything(cfg.seed, workers=True)
-    module, datamodule = spec.build(cfg, None)
+    module, datamodule = spec.build(cfg, checkpoint)
+    if checkpoint is not None:
+        check_state_fits(module, checkpoint, ckpt_path)
     check_manual_optimization(cfg, module)
     run_dir = resume_dir or make_run_dir(cfg)
     with _RunFolder(run_dir, fresh=resume_dir is None), warnings.catch_warnings():
@@ -216,6 +232,21 @@ def train(experiment: str, overrides: Sequence[str] = ()) -> RunResult:
         if spec.after_fit is not None:
             spec.after_fit(RunContext(cfg, run_dir, trainer, module, datamodule, metrics))
         return RunResult(run_dir, metrics)
+
+
+def check_state_fits(module: L.LightningModule, checkpoint: dict, path: object) -> None:
+    """A checkpoint whose weights do not fit the module built from the config is a user error
+    (e.g. a changed model size on resume), caught before any run folder is touched."""
+    stored = checkpoint.get("state_dict", {})
+    for name, tensor in module.state_dict().items():
+        if name not in stored:
+            raise ConfigError(f"checkpoint {path} does not fit this config: it has no '{name}'")
+        if tuple(stored[name].shape) != tuple(tensor.shape):
+            raise ConfigError(
+                f"checkpoint {path} does not fit this config: '{name}' has shape "
+                f"{tuple(stored[name].shape)} there and {tuple(tensor.shape)} here "
+                "(was a model size changed?)"
+            )
 
 
 def _ckpt_override(overrides: Sequence[str]) -> str:

@@ -113,13 +113,18 @@ class TextNASRetrainModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         cfg = self.optim_cfg
+        # Lightning cannot clip the gradients of a fused optimizer under mixed precision (it
+        # would unscale inside the kernel), so fused Adam is for full precision only.
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        fused = bool(cfg["fused"]) and "mixed" not in precision
         optimizer = torch.optim.Adam(
             self.parameters(),
             lr=cfg["lr"],
             betas=tuple(cfg["betas"]),
             eps=cfg["eps"],
             weight_decay=cfg["weight_decay"],
-            fused=cfg["fused"],
+            fused=fused,
+            foreach=None if fused else True,
         )
         if cfg["schedule"] == "constant":
             return optimizer

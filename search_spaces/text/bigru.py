@@ -92,6 +92,11 @@ def bidirectional_gru_summed(
 
     ``lengths`` (B,) gives the true lengths (None: no padding).
     """
+    if torch.is_autocast_enabled(x.device.type):
+        # The recurrence keeps fp32 state and weights; under CPU autocast (bf16-mixed) run the
+        # whole GRU in fp32 rather than mixing dtypes inside the hand-written kernel.
+        with torch.autocast(x.device.type, enabled=False):
+            return bidirectional_gru_summed(gru, x.float(), lengths)
     batch, steps, _ = x.shape
     c = gru.hidden_size
     w_ih = torch.cat([gru.weight_ih_l0, gru.weight_ih_l0_reverse])

@@ -3,7 +3,7 @@
 Every ``textnas_train`` experiment YAML trains; every GLUE task logs its own metrics; ``eval``
 reproduces training's validation numbers from the checkpoint alone; user mistakes on the
 command line end in one ``error:`` line without touching earlier runs; bf16 autocast runs on
-CPU (the variants that hit known bugs are strict xfails, so a fix shows up as XPASS); and the
+CPU (with the fused-Adam default and the hand-written bi-GRU too); and the
 default synthetic experiment really learns what a bag of words cannot.
 """
 
@@ -193,12 +193,6 @@ def test_eval_with_checkpoint_of_another_experiment_fails(synthetic_run):
 # ---------------------------------------------------------------------------------------------
 
 
-RESUME_BUG = (
-    "resume=last with a config the checkpoint does not fit (here model.width) fails inside "
-    "trainer.fit with a raw RuntimeError (size mismatch, exit 1, traceback) after "
-    "build_trainer has already overwritten the run's config.yaml and the CSV logger has added "
-    "csv/version_N to the existing run folder"
-)
 
 
 def _bad_tsv(data: Path, tmp: Path) -> tuple[str, list[str], str]:
@@ -257,7 +251,7 @@ BAD_INPUTS = {
         "",
     ),
 }
-XFAIL = {"resume_with_mismatching_model": RESUME_BUG}
+XFAIL: dict[str, str] = {}  # bad inputs that hit a known bug (none now)
 
 
 @pytest.fixture(scope="module")
@@ -304,27 +298,13 @@ def test_cli_bad_input_is_one_error_line_and_touches_nothing(
 # ---------------------------------------------------------------------------------------------
 
 
-BIGRU_BF16_BUG = (
-    "search_spaces/text/bigru.py under CPU autocast: gi = F.linear(...) comes out bf16 while "
-    "W_hh/b_hh stay fp32, and torch.baddbmm(b, h, w, out=...) (out= ops are not autocast) "
-    "raises 'Input dtypes must be the same, got: input float, batch1: c10::BFloat16, "
-    "batch2: float'"
-)
-FUSED_CLIP_BUG = (
-    "optim.fused=true (default) + trainer.gradient_clip_val=5 (default) + any *-mixed "
-    "precision: Lightning's MixedPrecision.clip_gradients refuses fused optimizers "
-    "('The current optimizer, Adam, does not allow for gradient clipping because it performs "
-    "unscaling of gradients internally'), on CPU and GPU alike"
-)
 
 
 @pytest.mark.parametrize(
     "variant",
     [
-        pytest.param("defaults", marks=pytest.mark.xfail(
-            reason=f"{BIGRU_BF16_BUG}; {FUSED_CLIP_BUG}", raises=RuntimeError, strict=True)),
-        pytest.param("unfused", marks=pytest.mark.xfail(
-            reason=BIGRU_BF16_BUG, raises=RuntimeError, strict=True)),
+        "defaults",
+        "unfused",
         "unfused_without_rnn",
     ],
 )  # fmt: skip

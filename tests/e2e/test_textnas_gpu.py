@@ -19,11 +19,6 @@ from tests.e2e.conftest import tiny
 
 pytestmark = pytest.mark.gpu
 
-FUSED_CLIP_BUG = (
-    "optim.fused=true (default) + trainer.gradient_clip_val=5 (default) + bf16-mixed: "
-    "Lightning's MixedPrecision.clip_gradients refuses fused optimizers ('does not allow for "
-    "gradient clipping because it performs unscaling of gradients internally')"
-)
 
 
 @pytest.fixture
@@ -38,10 +33,7 @@ def no_tf32():
 @pytest.mark.parametrize(
     "optim",
     [
-        pytest.param(
-            "defaults",
-            marks=pytest.mark.xfail(reason=FUSED_CLIP_BUG, raises=RuntimeError, strict=True),
-        ),  # fmt: skip
+        "defaults",
         "unfused",
     ],
 )

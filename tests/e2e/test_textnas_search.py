@@ -1,0 +1,167 @@
+"""The TextNAS search experiments end to end on generated data (CPU, tiny settings).
+
+A tiny ``textnas_search_synthetic`` run ends with the derived architecture, its candidates, its
+drawing and the per-epoch figures in the run folder; the derived architecture retrains with
+``textnas_train_synthetic``; the ``derive`` command redoes the derive from the checkpoint into a
+new folder; configuration mistakes are one-line ``ConfigError``s.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.config import ConfigError
+from experiments.registry import list_experiments
+from experiments.run import resolve, run_command, train
+from search_spaces.text import Architecture
+from tests.e2e.conftest import cli_env, python, tree_hashes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SEARCH_EXPERIMENTS = sorted(i.name for i in list_experiments() if i.system == "textnas_search")
+
+#: A search that takes a few seconds on a CPU.
+TINY_SEARCH = [
+    "supernet.num_layers=4",
+    "supernet.k=2",
+    "supernet.width=8",
+    "supernet.embed_dim=16",
+    "data.batch_size=16",
+    "data.generate=false",
+    "trainer.max_epochs=2",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+    "logger.wandb.mode=disabled",
+    "search.controller_steps=2",
+    "search.derive_samples=3",
+]
+
+
+def _search_overrides(out: Path, data: Path, *extra: str) -> list[str]:
+    return [*TINY_SEARCH, f"output_dir={out}", f"data.root={data}", *extra]
+
+
+@pytest.fixture(scope="module")
+def search_run(sst_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("search-out")
+    return train("textnas_search_synthetic", _search_overrides(out, sst_dir))
+
+
+def test_search_experiments_are_found():
+    assert {"textnas_search_synthetic", "textnas_search_sst5", "textnas_search_sst2"} <= set(
+        SEARCH_EXPERIMENTS
+    )
+
+
+@pytest.mark.parametrize("experiment", SEARCH_EXPERIMENTS)
+def test_every_search_config_resolves(experiment):
+    _, cfg = resolve(experiment)
+    assert cfg.trainer.gradient_clip_val is None and cfg.trainer.use_distributed_sampler is False
+    assert cfg.supernet.k <= cfg.supernet.num_layers
+
+
+def test_search_run_folder_holds_the_derived_architecture(search_run):
+    run_dir = search_run.run_dir
+    for rel in ("config.yaml", "checkpoints/last.ckpt", "metrics.json", "architecture.yaml",
+                "candidates.yaml", "architecture.png"):  # fmt: skip
+        assert (run_dir / rel).is_file(), rel
+    pngs = sorted(p.name for p in (run_dir / "search").glob("*.png"))
+    assert pngs == ["epoch_000_arch.png", "epoch_000_ops.png", "epoch_001_arch.png", "epoch_001_ops.png"]
+    arch = Architecture.load(run_dir / "architecture.yaml")
+    assert arch.num_layers == 4 and arch.k == 2
+    listing = yaml.safe_load((run_dir / "candidates.yaml").read_text())
+    accs = [c["val_acc"] for c in listing["candidates"]]
+    assert accs == sorted(accs, reverse=True) and len(accs) >= 2
+    assert Architecture.from_dict(listing["candidates"][0]["architecture"]) == arch
+    fit = search_run.metrics["fit"]
+    for key in ("val/acc", "search/reward", "search/baseline", "search/controller_step",
+                "search/child_step"):  # fmt: skip
+        assert key in fit, key
+    assert fit["search/child_step"] == 6 and fit["search/controller_step"] == 4
+
+
+def test_derived_architecture_retrains(search_run, sst_dir, tmp_path):
+    arch_path = search_run.run_dir / "architecture.yaml"
+    result = train(
+        "textnas_train_synthetic",
+        [f"model.architecture={arch_path}", "model.width=8", "model.embed_dim=16",
+         "data.batch_size=16", "data.generate=false", f"data.root={sst_dir}",
+         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+         "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+         "logger.wandb.mode=disabled", f"output_dir={tmp_path}"],
+    )  # fmt: skip
+    assert Architecture.load(result.run_dir / "architecture.yaml") == Architecture.load(arch_path)
+    assert "val/acc" in result.metrics["fit"]
+
+
+def test_derive_command_writes_a_new_folder(search_run, tmp_path):
+    run_dir = search_run.run_dir
+    before = tree_hashes(run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    code = run_command("derive", "textnas_search_synthetic",
+                       [f"ckpt={ckpt}", f"output_dir={tmp_path}", "search.derive_samples=2"], [])  # fmt: skip
+    assert code == 0
+    assert tree_hashes(run_dir) == before  # the search folder is untouched
+    (derived,) = (tmp_path / "textnas_search_synthetic").iterdir()
+    assert derived.name.endswith("-derive")
+    for name in ("architecture.yaml", "candidates.yaml", "architecture.png", "config.yaml"):
+        assert (derived / name).is_file(), name
+    listing = yaml.safe_load((derived / "candidates.yaml").read_text())
+    assert len(listing["candidates"]) <= 3  # argmax + 2 samples
+    # same checkpoint, same controller: the argmax architecture scores the same
+    first = yaml.safe_load((run_dir / "candidates.yaml").read_text())
+    argmax = {c["source"]: c["val_acc"] for c in first["candidates"]}["argmax"]
+    assert {c["source"]: c["val_acc"] for c in listing["candidates"]}["argmax"] == pytest.approx(argmax)
+
+
+def test_derive_refuses_another_experiments_checkpoint(search_run, sst_dir, tmp_path):
+    ckpt = search_run.run_dir / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="textnas_search_synthetic"):
+        run_command("derive", "textnas_search_sst2", [f"ckpt={ckpt}", f"output_dir={tmp_path}"], [])
+    with pytest.raises(ConfigError, match="ckpt=PATH"):
+        run_command("derive", "textnas_search_synthetic", [f"output_dir={tmp_path}"], [])
+    assert not (tmp_path / "textnas_search_sst2").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("supernet.k=20", ["supernet.k=20", "supernet.num_layers=4"]),
+        ("supernet.ops=[conv3,conv9]", ["conv9", "conv1", "attention"]),
+        ("search.strategy=darts", ["darts", "enas", "random"]),
+        ("trainer.gradient_clip_val=1.0", ["gradient_clip_val", "manual optimization"]),
+    ],
+)
+def test_config_errors(override, words, sst_dir, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        train("textnas_search_synthetic", _search_overrides(tmp_path, sst_dir, override))
+    for word in words:
+        assert word in str(info.value), str(info.value)
+    assert not (tmp_path / "textnas_search_synthetic").exists() or not any(
+        (tmp_path / "textnas_search_synthetic").iterdir()
+    )
+
+
+def test_plain_ddp_with_several_devices_is_rejected():
+    with pytest.raises(ConfigError, match="ddp_find_unused_parameters_true"):
+        resolve("textnas_search_synthetic", ["trainer.strategy=ddp", "trainer.devices=2"])
+    _, cfg = resolve("textnas_search_synthetic",
+                     ["trainer.strategy=ddp_find_unused_parameters_true", "trainer.devices=2"])  # fmt: skip
+    assert cfg.trainer.strategy == "ddp_find_unused_parameters_true"
+
+
+def test_cli_k_too_large_is_one_error_line(sst_dir, tmp_path):
+    proc = subprocess.run(
+        [python(), "-m", "experiments", "train", "textnas_search_synthetic",
+         *_search_overrides(tmp_path / "out", sst_dir, "supernet.k=20")],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "supernet.k=20" in errors[0], proc.stderr
