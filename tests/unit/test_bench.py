@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from benchmarks import textnas
 
 
 def test_bench_writes_json_with_machine_and_figures(tmp_path) -> None:
     out = tmp_path / "textnas.json"
-    report = textnas.main(["--widths", "8", "--steps", "2", "--warmup", "1", "--rounds", "1",
-                           "--out", str(out)])  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        report = textnas.main(["--widths", "8", "--steps", "2", "--warmup", "1", "--rounds", "1",
+                               "--out", str(out)])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(report))
     assert {"cpu", "torch", "torch_threads"} <= set(data["machine"])
