@@ -78,6 +78,7 @@ class SystemSpec:
 # name -> "module:ATTR" (imported on first use) or a SystemSpec
 SYSTEMS: dict[str, str | SystemSpec] = {
     "textnas_train": "experiments.systems.textnas:SPEC",
+    "textnas_search": "experiments.systems.textnas_search:SPEC",
 }
 
 

@@ -194,17 +194,29 @@ def build_callbacks(
     c = cfg.checkpoint
     callbacks: list[Callback] = [SuiteMetadata(cfg, run_dir), RNGState(), MetricsJSON(run_dir)]
     if checkpointing:
-        checkpoint = ModelCheckpoint(
+        best = ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="epoch{epoch:03d}-step{step:06d}",
             monitor=c.monitor,
             mode=c.mode,
             save_top_k=c.save_top_k,
-            save_last=c.save_last,
+            save_last=c.save_last and not c.monitor,
             every_n_epochs=c.every_n_epochs,
             auto_insert_metric_name=False,
         )
-        callbacks.insert(0, checkpoint)
+        callbacks.insert(0, best)  # first: trainer.checkpoint_callback is the best one
+        if c.save_last and c.monitor:
+            # Lightning rewrites last.ckpt only when the monitored callback saves a new top-k
+            # file; resume=last needs the latest epoch, so a second callback writes it always.
+            latest = ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename=ModelCheckpoint.CHECKPOINT_NAME_LAST,
+                monitor=None,
+                save_top_k=1,
+                every_n_epochs=c.every_n_epochs,
+                enable_version_counter=False,
+            )
+            callbacks.insert(1, latest)
     if with_logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if cfg.trainer.enable_progress_bar:

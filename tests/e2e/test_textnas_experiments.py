@@ -393,3 +393,17 @@ def test_synthetic_sst2_learns_beyond_bag_of_words(tmp_path):
     assert textnas_acc >= 0.9
     assert textnas_acc >= majority + 0.25
     assert textnas_acc >= bow_acc + 0.25
+
+
+def test_last_checkpoint_is_the_latest_epoch_not_the_best(sst_dir, tiny_arch, tmp_path):
+    """Lightning rewrites last.ckpt only with a new top-k file; resume=last needs the latest."""
+    # mode=min on accuracy makes epoch 0 the "best" of a learning run, so only a separate
+    # always-saving callback can make last.ckpt hold epoch 2.
+    result = train("textnas_train_synthetic", tiny(
+        tmp_path, f"data.root={sst_dir}", f"model.architecture={tiny_arch}",
+        "trainer.max_epochs=3", "checkpoint.monitor=val/acc", "checkpoint.mode=min"))  # fmt: skip
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2
+    assert last["global_step"] == result.metrics["fit"]["global_step"]
+    best = [p for p in (result.run_dir / "checkpoints").glob("epoch*.ckpt")]
+    assert len(best) == 1

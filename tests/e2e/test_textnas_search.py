@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from experiments.config import ConfigError
@@ -72,7 +73,12 @@ def test_search_run_folder_holds_the_derived_architecture(search_run):
                 "candidates.yaml", "architecture.png"):  # fmt: skip
         assert (run_dir / rel).is_file(), rel
     pngs = sorted(p.name for p in (run_dir / "search").glob("*.png"))
-    assert pngs == ["epoch_000_arch.png", "epoch_000_ops.png", "epoch_001_arch.png", "epoch_001_ops.png"]
+    assert pngs == [
+        "epoch_000_arch.png",
+        "epoch_000_ops.png",
+        "epoch_001_arch.png",
+        "epoch_001_ops.png",
+    ]
     arch = Architecture.load(run_dir / "architecture.yaml")
     assert arch.num_layers == 4 and arch.k == 2
     listing = yaml.safe_load((run_dir / "candidates.yaml").read_text())
@@ -84,6 +90,8 @@ def test_search_run_folder_holds_the_derived_architecture(search_run):
                 "search/child_step"):  # fmt: skip
         assert key in fit, key
     assert fit["search/child_step"] == 6 and fit["search/controller_step"] == 4
+    last = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 1 and int(last["state_dict"]["child_step"]) == 6  # the final state
 
 
 def test_derived_architecture_retrains(search_run, sst_dir, tmp_path):
@@ -117,7 +125,9 @@ def test_derive_command_writes_a_new_folder(search_run, tmp_path):
     # same checkpoint, same controller: the argmax architecture scores the same
     first = yaml.safe_load((run_dir / "candidates.yaml").read_text())
     argmax = {c["source"]: c["val_acc"] for c in first["candidates"]}["argmax"]
-    assert {c["source"]: c["val_acc"] for c in listing["candidates"]}["argmax"] == pytest.approx(argmax)
+    assert {c["source"]: c["val_acc"] for c in listing["candidates"]}["argmax"] == pytest.approx(
+        argmax
+    )
 
 
 def test_derive_refuses_another_experiments_checkpoint(search_run, sst_dir, tmp_path):
@@ -165,3 +175,14 @@ def test_cli_k_too_large_is_one_error_line(sst_dir, tmp_path):
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "supernet.k=20" in errors[0], proc.stderr
+
+
+def test_fast_dev_run_without_loggers(sst_dir, tmp_path):
+    result = train(
+        "textnas_search_synthetic", _search_overrides(tmp_path, sst_dir, "trainer.fast_dev_run=2")
+    )
+    assert (result.run_dir / "architecture.yaml").is_file()
+    assert sorted(p.name for p in (result.run_dir / "search").iterdir()) == [
+        "epoch_000_arch.png",
+        "epoch_000_ops.png",
+    ]

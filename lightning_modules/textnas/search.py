@@ -1,0 +1,405 @@
+"""TextNAS architecture search (ENAS or random one-shot) as a LightningModule.
+
+Reading order = the algorithm (reference sheet textnas.md §2.2, §2.3; lightning.md §1-§3, §5):
+
+* **child step**, every training batch: sample an architecture (controller under ``no_grad``,
+  or :class:`RandomStrategy`), both drawing *only* from :attr:`arch_generator`, a CPU
+  ``torch.Generator`` seeded identically on every rank, so all DDP ranks train the same
+  sub-network (with ``strategy=ddp_find_unused_parameters_true``: the other ops get no
+  gradient); cross-entropy on the batch, ``clip_gradients(norm 5)``, Adam step (NNI: lr 5e-3,
+  eps 1e-3, wd 2e-6).
+* **controller phase** (ENAS only), every ``controller_every`` child steps (0 = after the last
+  child step of each epoch, NNI's 3,000-then-500 rhythm): ``controller_steps`` REINFORCE steps,
+  each on the next *validation* batch of a cycled iterator over
+  ``trainer.datamodule.val_dataloader()``; the supernet in eval mode (BatchNorm running stats,
+  no dropout) and no grad; reward = accuracy of the sampled architecture on that batch, summed
+  over ranks before dividing (identical on every rank); ``b <- 0.99 b + 0.01 R``; controller
+  Adam lr 2e-3, clip 5. The test split is never read.
+* **validation**: the controller's argmax architecture (random strategy: one fixed sample per
+  epoch from a separate generator) on the whole validation set, logged as ``val/acc`` /
+  ``val/loss``.
+* per epoch: cosine learning rate for the child (``CosineAnnealingLR(T_max=max_epochs)``), a
+  per-layer op-frequency heatmap of the epoch's child samples and a drawing of the current
+  argmax architecture, written to ``<run_dir>/search/epoch_XXX_{ops,arch}.png`` (rank 0) and
+  logged to W&B when a ``WandbLogger`` is attached. The controller's reward, baseline,
+  entropy, skip rate, loss and sampled-architecture validation-batch accuracy are logged as
+  per-epoch means (``search/...``).
+
+``trainer.global_step`` counts steps of *both* optimizers (lightning.md §2); the module keeps
+its own counters ``child_step`` and ``controller_step`` (buffers, so in the state dict, and
+logged as ``search/child_step`` / ``search/controller_step``). The REINFORCE baseline is a
+buffer too; the architecture generator's state and the position in the validation cycle are
+saved in the checkpoint (``on_save_checkpoint``), so a resumed search draws the same next
+architecture and reads the same next validation batch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
+from torchmetrics.classification import Accuracy
+
+from search_spaces.text import OP_NAMES, Architecture, TextNASOptions, TextNASSupernet
+from search_spaces.text.strategies import RandomStrategy
+
+from .controller import EnasController, reinforce_step
+from .derive import argmax_architecture, map_controller_ops, sample_architecture
+from .plots import architecture_figure, op_frequency_figure, save_figure
+
+STRATEGIES = ("enas", "random")
+
+DEFAULT_CONTROLLER: dict[str, Any] = {
+    "hidden": 64,
+    "skip_target": 0.4,
+    "skip_weight": 0.8,
+    "entropy_weight": 1e-4,
+    "baseline_decay": 0.99,
+    "lr": 2e-3,
+    "eps": 1e-8,  # NNI: torch Adam defaults (official code: eps 1e-3, wd 1e-3)
+    "weight_decay": 0.0,
+    "grad_clip": 5.0,
+    "tanh_constant": None,
+    "temperature": None,
+}
+DEFAULT_SEARCH: dict[str, Any] = {
+    "strategy": "enas",
+    "controller_every": 0,  # 0 = after the last child step of every epoch
+    "controller_steps": 500,
+    "derive_samples": 20,
+    "skip_prob": 0.5,  # random strategy: P(skip)
+    "grad_clip": 5.0,  # child: global norm
+    "arch_seed": None,  # None = the run seed given to the module
+    "plots": True,
+}
+DEFAULT_OPTIM: dict[str, Any] = {
+    "lr": 5e-3,
+    "eps": 1e-3,
+    "weight_decay": 2e-6,
+    "eta_min": 1e-5,
+    "betas": (0.9, 0.999),
+}
+
+
+class TextNASSearchModule(L.LightningModule):
+    """One-shot TextNAS search over a :class:`TextNASSupernet`.
+
+    Args:
+        vocab_size, num_classes, pair: as :class:`TextNASSupernet`.
+        num_layers, k, ops: the search space.
+        network: keyword arguments of :class:`TextNASOptions` (NNI search: keeps 0.5).
+        controller: see :data:`DEFAULT_CONTROLLER`.
+        search: see :data:`DEFAULT_SEARCH`.
+        optim: child optimizer, see :data:`DEFAULT_OPTIM`.
+        seed: seeds :attr:`arch_generator` (unless ``search.arch_seed`` is set).
+        plot_dir: where the per-epoch figures go (default ``<trainer.default_root_dir>/search``).
+        embedding_init: optional GloVe matrix; not a hyper-parameter.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        pair: bool = False,
+        num_layers: int = 24,
+        k: int = 5,
+        ops: list[str] | tuple[str, ...] | None = None,
+        network: dict | None = None,
+        controller: dict | None = None,
+        search: dict | None = None,
+        optim: dict | None = None,
+        seed: int = 1234,
+        plot_dir: str | None = None,
+        embedding_init: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["embedding_init"])
+        self.automatic_optimization = False
+        self.ctrl_cfg = {**DEFAULT_CONTROLLER, **(controller or {})}
+        self.search_cfg = {**DEFAULT_SEARCH, **(search or {})}
+        self.optim_cfg = {**DEFAULT_OPTIM, **(optim or {})}
+        strategy = self.search_cfg["strategy"]
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"search.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
+            )
+        if (
+            int(self.search_cfg["controller_every"]) < 0
+            or int(self.search_cfg["controller_steps"]) < 0
+        ):
+            raise ValueError("search.controller_every and search.controller_steps must be >= 0")
+        options = TextNASOptions(**(network or {}))
+        self.supernet = TextNASSupernet(
+            vocab_size, num_layers, k, OP_NAMES if ops is None else ops, options, embedding_init,
+            num_classes, pair,
+        )  # fmt: skip
+        self.ops: tuple[str, ...] = self.supernet.ops
+        self.controller: EnasController | None = None
+        if strategy == "enas":
+            c = self.ctrl_cfg
+            self.controller = EnasController(
+                num_layers=num_layers, k=k, num_ops=len(self.ops), hidden=c["hidden"],
+                skip_target=c["skip_target"], skip_weight=c["skip_weight"],
+                temperature=c["temperature"], tanh_constant=c["tanh_constant"],
+            )  # fmt: skip
+        self.random_strategy = RandomStrategy(num_layers, k, self.ops, self.search_cfg["skip_prob"])
+        arch_seed = self.search_cfg["arch_seed"]
+        self.arch_seed = int(seed if arch_seed is None else arch_seed)
+        self.arch_generator = torch.Generator().manual_seed(self.arch_seed)
+        # State that must survive a checkpoint (lightning.md §2: global_step counts both optimizers).
+        self.register_buffer("baseline", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("child_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("controller_step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("val_cursor", torch.zeros((), dtype=torch.long))
+        self.register_buffer("op_counts", torch.zeros(num_layers, len(self.ops), dtype=torch.long))
+        self.val_acc = Accuracy(task="multiclass", num_classes=max(num_classes, 2))
+        self._val_iter: Iterator[Any] | None = None
+        self._val_arch: Architecture | None = None
+
+    # ----------------------------------------------------------------- sampling
+    @property
+    def sampler(self) -> EnasController | RandomStrategy:
+        return self.controller if self.controller is not None else self.random_strategy
+
+    def sample_architecture(self) -> Architecture:
+        """The next child architecture (no grad), drawn from :attr:`arch_generator` only."""
+        return sample_architecture(self.sampler, self.ops, self.arch_generator)
+
+    def current_architecture(self) -> Architecture:
+        """The architecture validated and drawn this epoch: the controller's argmax, or (random
+        strategy) one sample from a generator seeded by ``arch_seed`` and the epoch."""
+        if self.controller is not None:
+            return argmax_architecture(self.controller, self.ops)
+        epoch = self.trainer.current_epoch if self._trainer is not None else 0
+        g = torch.Generator().manual_seed(self.arch_seed + 7919 * (epoch + 1))
+        return self.random_strategy.sample(g)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: dict[str, torch.Tensor], architecture: Architecture) -> torch.Tensor:
+        return self.supernet(
+            batch["ids"], batch["mask"], architecture, batch.get("ids_b"), batch.get("mask_b")
+        )
+
+    # ----------------------------------------------------------------- training
+    def _optimizers(self) -> tuple[Any, Any | None]:
+        opts = self.optimizers()
+        if isinstance(opts, list):
+            return opts[0], opts[1]
+        return opts, None
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        child_opt, ctrl_opt = self._optimizers()
+        # 1. child step on a freshly sampled architecture
+        arch = self.sample_architecture()
+        self.supernet.train()
+        logits = self(batch, arch)
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        child_opt.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(
+            child_opt,
+            gradient_clip_val=float(self.search_cfg["grad_clip"]),
+            gradient_clip_algorithm="norm",
+        )
+        child_opt.step()
+        self.child_step += 1
+        for i, spec in enumerate(arch.layers):
+            self.op_counts[i, self.ops.index(spec.op)] += 1
+        n = len(batch["label"])
+        acc = (logits.argmax(-1) == batch["label"]).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/acc", acc, batch_size=n)
+        self.log("search/child_step", self.child_step.float(), batch_size=n)
+        self.log("search/arch_skip_rate", arch.skip_rate(), batch_size=n)
+        # 2. controller phase
+        if ctrl_opt is not None and self._controller_due(batch_idx):
+            for _ in range(int(self.search_cfg["controller_steps"])):
+                self._controller_step(ctrl_opt)
+
+    def _controller_due(self, batch_idx: int) -> bool:
+        every = int(self.search_cfg["controller_every"])
+        if int(self.search_cfg["controller_steps"]) == 0:
+            return False
+        if every > 0:
+            return int(self.child_step) % every == 0
+        last = self.trainer.num_training_batches
+        return not math.isfinite(last) or batch_idx == int(last) - 1
+
+    def _next_val_batch(self) -> dict[str, torch.Tensor]:
+        """Next validation batch of a cycled iterator (recreated at the stored position)."""
+        if self._val_iter is None:
+            loader = self.trainer.datamodule.val_dataloader()
+            if isinstance(loader, (list, tuple)):
+                loader = loader[0]  # MNLI: matched
+            length = len(loader)
+            if length == 0:
+                raise RuntimeError(
+                    "the validation loader is empty: the controller needs validation batches"
+                )
+            self._val_iter = itertools.islice(
+                itertools.cycle(loader), int(self.val_cursor) % length, None
+            )
+        batch = next(self._val_iter)
+        self.val_cursor += 1
+        return self.trainer.strategy.batch_to_device(batch, self.device)
+
+    def _controller_step(self, ctrl_opt: Any) -> None:
+        assert self.controller is not None
+        c = self.ctrl_cfg
+        batch = self._next_val_batch()
+        sample = self.controller.sample(self.arch_generator)  # with grad: log p for REINFORCE
+        arch = map_controller_ops(sample.architecture, self.ops)
+        self.supernet.eval()
+        with torch.no_grad():
+            logits = self(batch, arch)
+            stats = torch.stack([(logits.argmax(-1) == batch["label"]).sum().float(),
+                                 torch.tensor(float(len(batch["label"])), device=logits.device)])  # fmt: skip
+        self.supernet.train()
+        gathered = self.all_gather(stats)
+        if gathered.dim() == 2:  # (world_size, 2)
+            gathered = gathered.sum(0)
+        reward = gathered[0] / gathered[1]
+        loss, new_baseline, r = reinforce_step(
+            sample,
+            reward,
+            float(self.baseline),
+            c["entropy_weight"],
+            c["baseline_decay"],
+            c["skip_weight"],
+        )
+        ctrl_opt.zero_grad()
+        self.manual_backward(loss)
+        self.clip_gradients(
+            ctrl_opt, gradient_clip_val=float(c["grad_clip"]), gradient_clip_algorithm="norm"
+        )
+        ctrl_opt.step()
+        self.baseline.fill_(new_baseline)
+        self.controller_step += 1
+        # Epoch-level means over the epoch's controller steps: a controller phase at the end of
+        # an epoch rarely falls on a log_every_n_steps boundary, so step-level values would be
+        # dropped by the loggers. The step counter is the epoch's maximum (its last value).
+        kw = dict(on_step=False, on_epoch=True, batch_size=1, sync_dist=True)  # equal on all ranks
+        self.log("search/controller_step", self.controller_step.float(), reduce_fx="max", **kw)
+        self.log("search/reward", r, **kw)
+        self.log("search/sample_val_acc", float(reward), **kw)
+        self.log("search/baseline", float(new_baseline), **kw)
+        self.log("search/entropy", float(sample.entropy), **kw)
+        self.log("search/skip_rate", arch.skip_rate(), **kw)
+        self.log("search/controller_loss", float(loss.detach()), **kw)
+
+    # --------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_arch = self.current_architecture()
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx != 0 or "label" not in batch:
+            return
+        assert self._val_arch is not None
+        logits = self(batch, self._val_arch)
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        self.val_acc.update(logits.argmax(-1), batch["label"])
+        self.log(
+            "val/loss",
+            loss,
+            batch_size=len(batch["label"]),
+            sync_dist=True,
+            add_dataloader_idx=False,
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_acc.update_count:
+            self.log("val/acc", self.val_acc.compute(), prog_bar=True)
+        self.val_acc.reset()
+
+    # ------------------------------------------------------------------- epochs
+    def on_train_epoch_start(self) -> None:
+        # Per-epoch cosine: bring the scheduler to the current epoch here rather than stepping
+        # it at epoch end, so a checkpoint written at the end of an epoch (ModelCheckpoint saves
+        # before the module's on_train_epoch_end) resumes with the right learning rate.
+        sched = self.lr_schedulers()
+        if sched is not None:
+            while sched.last_epoch < self.current_epoch:
+                sched.step()
+        self.op_counts.zero_()
+
+    def on_train_epoch_end(self) -> None:
+        if self.search_cfg["plots"] and self.trainer.is_global_zero:
+            self._write_plots()
+
+    def plot_dir(self) -> Path:
+        if self.hparams.get("plot_dir"):
+            return Path(self.hparams["plot_dir"])
+        return Path(self.trainer.default_root_dir) / "search"
+
+    def _write_plots(self) -> None:
+        epoch = self.current_epoch
+        out = self.plot_dir()
+        arch = self.current_architecture()
+        kind = "argmax" if self.controller is not None else "sampled"
+        ops_png = save_figure(
+            op_frequency_figure(
+                self.op_counts.cpu().tolist(), self.ops, f"sampled ops, epoch {epoch}"
+            ),
+            out / f"epoch_{epoch:03d}_ops.png",
+        )
+        arch_png = save_figure(
+            architecture_figure(arch, title=f"{kind} architecture, epoch {epoch}"),
+            out / f"epoch_{epoch:03d}_arch.png",
+        )
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(
+                    key="search/op_frequency", images=[str(ops_png)], step=self.global_step
+                )
+                logger.log_image(
+                    key="search/architecture", images=[str(arch_png)], step=self.global_step
+                )
+
+    # -------------------------------------------------------------- optimizers
+    def configure_optimizers(self) -> Any:
+        o = self.optim_cfg
+        child = torch.optim.Adam(self.supernet.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
+                                 eps=o["eps"], weight_decay=o["weight_decay"])  # fmt: skip
+        epochs = (
+            self.trainer.max_epochs
+            if self.trainer.max_epochs and self.trainer.max_epochs > 0
+            else 10
+        )
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            child, T_max=epochs, eta_min=o["eta_min"]
+        )
+        optimizers = [child]
+        if self.controller is not None:
+            c = self.ctrl_cfg
+            optimizers.append(torch.optim.Adam(self.controller.parameters(), lr=c["lr"], eps=c["eps"],
+                                               weight_decay=c["weight_decay"]))  # fmt: skip
+        return optimizers, [{"scheduler": sched, "interval": "epoch"}]
+
+    # -------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = self.arch_generator.get_state()
+        extra: dict[str, Any] = {"arch_generator": state}
+        trainer = self._trainer
+        if (
+            trainer is not None
+            and trainer.world_size > 1
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):  # every rank's generator, to check that all ranks sample the same architectures
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, state)
+            extra["arch_generator_ranks"] = gathered
+        checkpoint["textnas_search"] = extra
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("textnas_search")
+        if state is not None:
+            self.arch_generator.set_state(state["arch_generator"])
+        self._val_iter = None
