@@ -25,3 +25,9 @@ def test_bench_writes_json_with_machine_and_figures(tmp_path) -> None:
     assert entry["seconds_per_step_median"] > 0
     assert entry["samples_per_s"] == 32 / entry["seconds_per_step_median"]
     assert entry["params_total"] - entry["params_no_embedding"] == 20_000 * 300
+    names = [e["name"] for e in data["results"]]
+    assert names == ["textnas_retrain_released_C8", "textnas_supernet_C8_fixed_arch",
+                     "textnas_supernet_C8_new_arch_each_step", "textnas_controller_step_C8"]  # fmt: skip
+    supernet = data["results"][1]
+    # All 8 ops in each of 24 layers: far more parameters than the released fixed network.
+    assert supernet["params_no_embedding"] > 4 * entry["params_no_embedding"]
