@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help setup demo test test-all test-gpu lint bench train-textnas eval-textnas clean-outputs
+.PHONY: help setup demo test test-all test-gpu lint bench train-textnas eval-textnas search-textnas clean-outputs
 
 help:
 	@echo "make demo            train the released TextNAS architecture on generated data (CPU, minutes)"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench           throughput and memory -> benchmarks/results/*.json"
 	@echo "make train-textnas ARGS='data.root=/path/to/glue/SST-2 trainer.devices=4'"
 	@echo "make eval-textnas ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
+	@echo "make search-textnas ARGS='data.root=/path/to/sst/trees trainer.devices=4 trainer.strategy=ddp_find_unused_parameters_true'"
 
 setup: $(STAMP)
 
@@ -55,6 +56,9 @@ bench: $(STAMP)
 
 train-textnas: $(STAMP)
 	$(PY) -m experiments train $(or $(EXPERIMENT),textnas_train_sst2) $(ARGS)
+
+search-textnas: $(STAMP)
+	$(PY) -m experiments train $(or $(EXPERIMENT),textnas_search_sst5) $(ARGS)
 
 eval-textnas: $(STAMP)
 	$(PY) -m experiments eval $(EXPERIMENT) $(ARGS)
