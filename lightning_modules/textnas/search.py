@@ -392,10 +392,15 @@ class TextNASSearchModule(L.LightningModule):
             and trainer.world_size > 1
             and torch.distributed.is_available()
             and torch.distributed.is_initialized()
-        ):  # every rank's generator, to check that all ranks sample the same architectures
+        ):  # every rank's generator and controller, to check that the ranks stay in step
             gathered: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(gathered, state)
             extra["arch_generator_ranks"] = gathered
+            if self.controller is not None:
+                flat = torch.cat([p.detach().cpu().flatten() for p in self.controller.parameters()])
+                controllers: list[Any] = [None] * trainer.world_size
+                torch.distributed.all_gather_object(controllers, flat)
+                extra["controller_ranks"] = controllers
         checkpoint["textnas_search"] = extra
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -44,6 +44,9 @@ def test_two_process_cpu_search_samples_alike_on_both_ranks(sst_dir, tmp_path):
     ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     states = ckpt["textnas_search"]["arch_generator_ranks"]
     assert len(states) == 2 and torch.equal(states[0], states[1])  # same architecture stream
+    # The controller was updated on both ranks (rewards averaged over ranks) and stayed equal.
+    controllers = ckpt["textnas_search"]["controller_ranks"]
+    assert len(controllers) == 2 and torch.equal(controllers[0], controllers[1])
     assert int(ckpt["state_dict"]["child_step"]) == 6  # 3 batches per rank and epoch, 2 epochs
     assert int(ckpt["state_dict"]["controller_step"]) == 4
     metrics = json.loads((run_dir / "metrics.json").read_text())["fit"]
