@@ -108,17 +108,29 @@ def load_architecture(name_or_path: str) -> Architecture:
         raise ConfigError(f"model.architecture: {e}") from e
 
 
-def build_datamodule(cfg: DictConfig, vocab: list[str] | None = None) -> GlueDataModule:
-    data = cfg.data
+def checkpoint_vocab(checkpoint: dict) -> list[str]:
+    """The vocabulary a text checkpoint stores (the datamodule's state), so that eval, resume
+    and derive encode text exactly as the run did."""
+    state = next((v for k, v in checkpoint.items() if k.endswith("GlueDataModule")), None)
+    if not state or "vocab" not in state:
+        raise ConfigError("the checkpoint holds no vocabulary: was it written by a text experiment?")
+    return list(state["vocab"])
+
+
+def build_datamodule(
+    data: DictConfig, embed_dim: int, seed: int, vocab: list[str] | None = None,
+    use_test_labels: bool | None = None,
+) -> GlueDataModule:
+    """The datamodule of a :class:`TextDataConfig` (shared by retraining and search)."""
     if data.generate:
         ensure_synthetic_sst(data.root)
     return GlueDataModule(
         root=data.root, task=data.task, batch_size=data.batch_size,
         eval_batch_size=data.eval_batch_size, max_length=data.max_length,
         min_count=data.min_count, lowercase=data.lowercase, glove=data.glove,
-        embed_dim=cfg.model.embed_dim, phrases=data.phrases, dev_phrases=data.dev_phrases,
-        num_workers=data.num_workers, bucket=data.bucket, seed=cfg.seed, vocab=vocab,
-        use_test_labels=data.use_test_labels,
+        embed_dim=embed_dim, phrases=data.phrases, dev_phrases=data.dev_phrases,
+        num_workers=data.num_workers, bucket=data.bucket, seed=seed, vocab=vocab,
+        use_test_labels=data.use_test_labels if use_test_labels is None else use_test_labels,
     )  # fmt: skip
 
 
@@ -130,13 +142,11 @@ def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASRetrainModul
     """
     validate(cfg)
     if checkpoint is not None:
-        dm_state = next((v for k, v in checkpoint.items() if k.endswith("GlueDataModule")), None)
-        if not dm_state or "vocab" not in dm_state:
-            raise ConfigError("the checkpoint holds no vocabulary; was it written by textnas_train?")
-        dm = build_datamodule(cfg, vocab=dm_state["vocab"])
+        vocab = checkpoint_vocab(checkpoint)
+        dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed, vocab=vocab)
         architecture = Architecture.from_dict(checkpoint["hyper_parameters"]["architecture"])
     else:
-        dm = build_datamodule(cfg)
+        dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed)
         architecture = load_architecture(cfg.model.architecture)
     dm.setup("fit")
     network = to_container(cfg.model)

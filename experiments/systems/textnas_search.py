@@ -28,7 +28,6 @@ import torch
 from omegaconf import DictConfig
 
 from datamodules.glue import GlueDataModule
-from datamodules.synthetic.sentiment import ensure_synthetic_sst
 from datamodules.text_tasks import TASKS
 from experiments.config import (
     CheckpointConfig,
@@ -40,7 +39,8 @@ from experiments.config import (
     to_yaml,
 )
 from experiments.registry import RunContext, SystemSpec
-from experiments.systems.textnas import TextDataConfig
+from experiments.systems.textnas import TextDataConfig, checkpoint_vocab
+from experiments.systems.textnas import build_datamodule as build_text_datamodule
 from lightning_modules.textnas.derive import derive, write_derived
 from lightning_modules.textnas.search import STRATEGIES, TextNASSearchModule
 from search_spaces.text import OP_NAMES, ArchitectureError
@@ -195,28 +195,14 @@ def validate(cfg: DictConfig) -> None:
 
 
 def build_datamodule(cfg: DictConfig, vocab: list[str] | None = None) -> GlueDataModule:
-    data = cfg.data
-    if data.generate:
-        ensure_synthetic_sst(data.root)
-    return GlueDataModule(
-        root=data.root, task=data.task, batch_size=data.batch_size,
-        eval_batch_size=data.eval_batch_size, max_length=data.max_length,
-        min_count=data.min_count, lowercase=data.lowercase, glove=data.glove,
-        embed_dim=cfg.supernet.embed_dim, phrases=data.phrases, dev_phrases=data.dev_phrases,
-        num_workers=data.num_workers, bucket=data.bucket, seed=cfg.seed, vocab=vocab,
-        use_test_labels=False,  # the search never reads test labels
-    )  # fmt: skip
+    # The search never reads test labels.
+    return build_text_datamodule(cfg.data, cfg.supernet.embed_dim, cfg.seed, vocab, use_test_labels=False)
 
 
 def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASSearchModule, GlueDataModule]:
     validate(cfg)
     if checkpoint is not None:
-        dm_state = next((v for k, v in checkpoint.items() if k.endswith("GlueDataModule")), None)
-        if not dm_state or "vocab" not in dm_state:
-            raise ConfigError(
-                "the checkpoint holds no vocabulary; was it written by textnas_search?"
-            )
-        dm = build_datamodule(cfg, vocab=dm_state["vocab"])
+        dm = build_datamodule(cfg, vocab=checkpoint_vocab(checkpoint))
     else:
         dm = build_datamodule(cfg)
     dm.setup("fit")

@@ -161,7 +161,7 @@ def test_eval_uses_the_checkpoints_vocabulary(synthetic_run, sst_dir, tmp_path):
         f.write("aaa-new-word abacus very good \t1\n" * 3 + "zzz-unseen awful \t0\n")
     stored = next(v for k, v in _checkpoint(last).items() if k.endswith("GlueDataModule"))["vocab"]
     _, cfg = resolve("textnas_train_synthetic", [f"data.root={grown}"])
-    rebuilt = build_datamodule(cfg)
+    rebuilt = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed)
     rebuilt.setup("fit")
     assert rebuilt.vocab.to_list() != stored and len(rebuilt.vocab) > len(stored)
 
@@ -383,7 +383,7 @@ def test_synthetic_sst2_learns_beyond_bag_of_words(tmp_path):
     textnas_acc = result.metrics["fit"]["val/acc"]
 
     _, cfg = resolve("textnas_train_synthetic", overrides)
-    dm = build_datamodule(cfg)  # the same files, batches and seed as the run
+    dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed)  # the same files, batches and seed as the run
     dm.setup("fit")
     labels = torch.cat([b["label"] for b in dm.val_dataloader()]).float()
     majority = max(labels.mean().item(), 1 - labels.mean().item())
