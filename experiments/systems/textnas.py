@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
 from omegaconf import DictConfig
 
 from datamodules.glue import GlueDataModule
@@ -20,7 +21,13 @@ from experiments.config import CheckpointConfig, ConfigError, RunConfig, Trainer
 from experiments.registry import RunContext, SystemSpec
 from lightning_modules.textnas.metrics import SHORT_NAMES
 from lightning_modules.textnas.retrain import TextNASRetrainModule
-from search_spaces.text import Architecture, ArchitectureError
+from search_spaces.text import (
+    OP_NAMES,
+    Architecture,
+    ArchitectureError,
+    TextNASOptions,
+    TextNASSupernet,
+)
 
 
 @dataclass
@@ -48,6 +55,7 @@ class TextNASModelConfig:
     """The fixed network: an architecture file (or a shipped name) and its options."""
 
     architecture: str = "released"  # a shipped name, or a .yaml / NNI .json / official .txt file
+    init_from: Optional[str] = None  # a textnas_search checkpoint: start from its shared weights
     width: int = 256
     embed_dim: int = 300
     embed_keep: float = 0.8
@@ -146,11 +154,14 @@ def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASRetrainModul
         dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed, vocab=vocab)
         architecture = Architecture.from_dict(checkpoint["hyper_parameters"]["architecture"])
     else:
-        dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed)
         architecture = load_architecture(cfg.model.architecture)
+        inherited = inherited_supernet(cfg, architecture) if cfg.model.init_from else None
+        vocab = inherited.vocab if inherited is not None else None
+        dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed, vocab=vocab)
     dm.setup("fit")
     network = to_container(cfg.model)
     network.pop("architecture")
+    network.pop("init_from")
     module = TextNASRetrainModule(
         architecture=architecture.to_dict(),
         vocab_size=len(dm.vocab),
@@ -164,7 +175,60 @@ def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASRetrainModul
         test_splits=dm.test_split_names,
         embedding_init=None if checkpoint is not None else dm.embedding_matrix(),
     )
+    if checkpoint is None and inherited is not None:
+        load_inherited_weights(module, inherited.weights, cfg.model.init_from)
     return module, dm
+
+
+@dataclass
+class _Inherited:
+    weights: dict  # the fixed encoder's state dict, from the supernet
+    vocab: list[str]
+
+
+def inherited_supernet(cfg: DictConfig, architecture: Architecture) -> _Inherited:
+    """The shared weights of ``architecture`` in a search checkpoint (``model.init_from``),
+    with the search's vocabulary (the embedding rows must mean the same words)."""
+    path = Path(str(cfg.model.init_from)).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"model.init_from: no such checkpoint: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    system = (ckpt.get("suite") or {}).get("system")
+    if system != "textnas_search":
+        raise ConfigError(
+            f"model.init_from: {path} is not a textnas_search checkpoint (written by system "
+            f"'{system}'); give the last.ckpt of a search run"
+        )
+    hp = ckpt["hyper_parameters"]
+    options = TextNASOptions(**(hp.get("network") or {}))
+    for key in ("width", "embed_dim", "post_bn"):
+        if getattr(options, key) != cfg.model[key]:
+            raise ConfigError(
+                f"model.{key}={cfg.model[key]} does not match the supernet in {path} "
+                f"({key}={getattr(options, key)}); set model.{key}={getattr(options, key)}"
+            )
+    supernet = TextNASSupernet(
+        hp["vocab_size"], num_layers=hp["num_layers"], k=hp["k"], ops=hp.get("ops") or OP_NAMES,
+        options=options, num_classes=hp["num_classes"], pair=hp.get("pair", False),
+    )  # fmt: skip
+    prefix = "supernet."
+    supernet.load_state_dict(
+        {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    )
+    try:
+        supernet.validate_architecture(architecture)
+    except ValueError as e:
+        raise ConfigError(f"model.init_from: {e}") from e
+    return _Inherited(supernet.fixed_encoder_state_dict(architecture), checkpoint_vocab(ckpt))
+
+
+def load_inherited_weights(module: TextNASRetrainModule, weights: dict, path: object) -> None:
+    """Load the supernet's weights of ``architecture`` into the retrain network's encoder (the
+    head starts fresh: the retrain task may have other classes)."""
+    try:
+        module.net.encoder.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ConfigError(f"model.init_from: {path} does not fit the network: {e}") from e
 
 
 def after_fit(ctx: RunContext) -> None:

@@ -186,3 +186,62 @@ def test_fast_dev_run_without_loggers(sst_dir, tmp_path):
         "epoch_000_arch.png",
         "epoch_000_ops.png",
     ]
+
+
+def _retrain_overrides(arch_path: Path, sst_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [f"model.architecture={arch_path}", "model.width=8", "model.embed_dim=16",
+            "data.batch_size=16", "data.generate=false", f"data.root={sst_dir}",
+            "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
+            "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false",
+            "logger.wandb.mode=disabled", f"output_dir={out}", *extra]  # fmt: skip
+
+
+def test_retrain_starts_from_the_inherited_shared_weights(search_run, sst_dir, tmp_path):
+    """model.init_from: the derived architecture's weights and vocabulary come from the search."""
+    from experiments.systems.textnas import build
+    from search_spaces.text import TextNASOptions, TextNASSupernet
+
+    ckpt_path = search_run.run_dir / "checkpoints/last.ckpt"
+    arch_path = search_run.run_dir / "architecture.yaml"
+    arch = Architecture.load(arch_path)
+    _, cfg = resolve("textnas_train_synthetic",
+                     _retrain_overrides(arch_path, sst_dir, tmp_path, f"model.init_from={ckpt_path}"))  # fmt: skip
+    module, dm = build(cfg, None)
+
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    supernet = TextNASSupernet(hp["vocab_size"], num_layers=hp["num_layers"], k=hp["k"],
+                               options=TextNASOptions(**hp["network"]), num_classes=hp["num_classes"])  # fmt: skip
+    supernet.load_state_dict({k[9:]: v for k, v in ckpt["state_dict"].items() if k.startswith("supernet.")})
+    expected = supernet.fixed_encoder_state_dict(arch)
+    got = module.net.encoder.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    assert dm.vocab.to_list() == next(v for k, v in ckpt.items() if k.endswith("GlueDataModule"))["vocab"]
+    # and it trains from there
+    result = train("textnas_train_synthetic",
+                   _retrain_overrides(arch_path, sst_dir, tmp_path, f"model.init_from={ckpt_path}"))  # fmt: skip
+    assert "val/acc" in result.metrics["fit"]
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [(["model.width=12"], "model.width=12 does not match the supernet"),
+     (["model.architecture=released", "model.width=8", "model.embed_dim=16"], "24 layers")],
+)  # fmt: skip
+def test_init_from_a_mismatching_supernet_is_a_config_error(extra, words, search_run, sst_dir, tmp_path):
+    ckpt_path = search_run.run_dir / "checkpoints/last.ckpt"
+    arch_path = search_run.run_dir / "architecture.yaml"
+    overrides = _retrain_overrides(arch_path, sst_dir, tmp_path, f"model.init_from={ckpt_path}", *extra)
+    with pytest.raises(ConfigError, match=words):
+        train("textnas_train_synthetic", overrides)
+    assert not any(tmp_path.iterdir())
+
+
+def test_init_from_a_retrain_checkpoint_is_refused(sst_dir, tmp_path, search_run):
+    arch_path = search_run.run_dir / "architecture.yaml"
+    first = train("textnas_train_synthetic", _retrain_overrides(arch_path, sst_dir, tmp_path / "a"))
+    with pytest.raises(ConfigError, match="is not a textnas_search checkpoint"):
+        train("textnas_train_synthetic", _retrain_overrides(
+            arch_path, sst_dir, tmp_path / "b", f"model.init_from={first.run_dir / 'checkpoints/last.ckpt'}"))  # fmt: skip
