@@ -1,0 +1,41 @@
+"""The synthetic search finds something: its derived architecture beats the median of random
+architectures of the same space, all scored with the same trained shared weights."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+import yaml
+
+from datamodules.synthetic.sentiment import write_synthetic_sst
+from experiments.run import resolve, train
+from experiments.systems.textnas_search import build, full_val_loader
+from lightning_modules.textnas.derive import derive
+from search_spaces.text import RandomStrategy
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_derived_architecture_beats_the_random_median(tmp_path):
+    data = write_synthetic_sst(tmp_path / "data")
+    overrides = [f"data.root={data}", "data.generate=false", f"output_dir={tmp_path / 'out'}",
+                 "logger.wandb.mode=disabled", "trainer.enable_progress_bar=false"]  # fmt: skip
+    result = train("textnas_search_synthetic", overrides)  # the preset as the demo runs it
+    candidates = yaml.safe_load((result.run_dir / "candidates.yaml").read_text())["candidates"]
+    derived = candidates[0]["val_acc"]
+
+    ckpt = torch.load(result.run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    _, cfg = resolve("textnas_search_synthetic", overrides)
+    module, dm = build(cfg, ckpt)
+    module.load_state_dict(ckpt["state_dict"])
+    dm.setup("fit")
+    space = RandomStrategy(int(cfg.supernet.num_layers), k=int(cfg.supernet.k), ops=list(cfg.supernet.ops))
+    scored = derive(module.supernet, space, full_val_loader(dm), num_samples=15,
+                    generator=torch.Generator().manual_seed(7), include_argmax=False)  # fmt: skip
+    random_median = statistics.median(acc for _, acc in scored)
+    print(f"derived {derived:.3f}, random median {random_median:.3f}, random {sorted(round(a, 3) for _, a in scored)}")
+    # Measured on the 2-core CPU, one thread: derived 0.843, random median 0.739 (15 uniform
+    # architectures from 0.613 to 0.838).  The majority class is 0.574.
+    assert derived >= random_median + 0.05, (derived, sorted(acc for _, acc in scored))
