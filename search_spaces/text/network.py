@@ -94,6 +94,22 @@ class LinearCombine(nn.Module):
         return out
 
 
+def add_skips(out: torch.Tensor, previous: list[torch.Tensor], skips) -> torch.Tensor:
+    """``out + sum(previous[j] for j in skips)`` with one new tensor instead of one per skip.
+
+    The first addition allocates (``out`` itself may be saved for the op's backward, or be the
+    op's input), the others accumulate into it in place, which autograd allows because an
+    addition saves nothing for its backward. On CPU each avoided allocation is a fresh 2 MB
+    buffer at C=256 (page faults and cache misses), and layers have about six skips.
+    """
+    if not skips:
+        return out
+    out = out + previous[skips[0]]
+    for j in skips[1:]:
+        out.add_(previous[j])
+    return out
+
+
 class FixedLayer(nn.Module):
     """One layer of a fixed architecture: its chosen op, its skips, the post-sum BatchNorm."""
 
@@ -106,9 +122,7 @@ class FixedLayer(nn.Module):
         self.bn = MaskedBatchNorm1d(options.width, masked=options.masked_bn) if use_bn else None
 
     def forward(self, x: torch.Tensor, previous: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
-        out = self.op(x, mask)
-        for j in self.skips:
-            out = out + previous[j]
+        out = add_skips(self.op(x, mask), previous, self.skips)
         if self.bn is not None:
             out = self.bn(out, mask)
         return apply_mask(out, mask)

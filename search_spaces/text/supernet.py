@@ -36,6 +36,7 @@ from .network import (
     TextNASClassifier,
     TextNASEncoder,
     TextNASOptions,
+    add_skips,
     float_mask,
     masked_pool,
     reset_parameters,
@@ -65,9 +66,7 @@ class SupernetLayer(nn.Module):
         use_bn: bool,
     ) -> torch.Tensor:
         # Exactly FixedLayer.forward with the op picked by name.
-        out = self.ops[op](x, mask)
-        for j in skips:
-            out = out + previous[j]
+        out = add_skips(self.ops[op](x, mask), previous, skips)
         if use_bn:
             out = self.bn(out, mask)
         return apply_mask(out, mask)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from search_spaces.text import bigru
 from search_spaces.text.bigru import bidirectional_gru_summed, reverse_index
 
 
@@ -18,6 +21,11 @@ def _reference(gru: torch.nn.GRU, x: torch.Tensor, lengths: torch.Tensor | None)
         out, _ = gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
     return out[..., :c] + out[..., c:]
+
+
+def _ours(gru: torch.nn.GRU, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """The channels-first kernel on batch-first input, for comparison with nn.GRU."""
+    return bidirectional_gru_summed(gru, x.transpose(1, 2), lengths).transpose(1, 2)
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -33,7 +41,7 @@ def test_outputs_and_all_gradients_match_nn_gru(padded: bool) -> None:
     weights = torch.randn(b, length, c, dtype=torch.double)
 
     expected = _reference(gru, x, lengths)
-    actual = bidirectional_gru_summed(gru, x, lengths) * mask
+    actual = _ours(gru, x, lengths) * mask
     torch.testing.assert_close(actual, expected, rtol=1e-10, atol=1e-12)
 
     params = [x, *gru.parameters()]
@@ -47,9 +55,37 @@ def test_gradcheck_of_the_recurrence() -> None:
     torch.manual_seed(0)
     gru = torch.nn.GRU(3, 3, batch_first=True, bidirectional=True).double()
     x = torch.randn(2, 4, 3, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda inp: bidirectional_gru_summed(gru, inp), (x,))
+    assert torch.autograd.gradcheck(lambda inp: _ours(gru, inp), (x,))
 
 
 def test_reverse_index() -> None:
     idx = reverse_index(torch.tensor([3, 5]), 5)
     assert idx.tolist() == [[2, 1, 0, 3, 4], [4, 3, 2, 1, 0]]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("onednn", [True, False])
+def test_float32_paths_match_float64_reference(padded: bool, onednn: bool, monkeypatch) -> None:
+    """The fp32 kernel (oneDNN matmuls, or the BLAS fallback) against nn.GRU in float64."""
+    monkeypatch.setattr(bigru, "USE_ONEDNN", onednn)
+    torch.manual_seed(1)
+    b, length, c = 6, 13, 16
+    gru = torch.nn.GRU(c, c, batch_first=True, bidirectional=True)
+    x = torch.randn(b, length, c)
+    lengths = torch.tensor([13, 4, 9, 1, 13, 7]) if padded else None
+    mask = torch.ones(b, length, 1)
+    if padded:
+        mask = (torch.arange(length)[None, :] < lengths[:, None]).float()[..., None]
+    weights = torch.randn(b, length, c)
+
+    gru64 = copy.deepcopy(gru).double()
+    x64 = x.double().requires_grad_(True)
+    expected = _reference(gru64, x64, lengths)
+    grads_expected = torch.autograd.grad((expected * weights.double()).sum(), [x64, *gru64.parameters()])
+
+    x32 = x.clone().requires_grad_(True)
+    actual = _ours(gru, x32, lengths) * mask
+    grads_actual = torch.autograd.grad((actual * weights).sum(), [x32, *gru.parameters()])
+    torch.testing.assert_close(actual.double(), expected, rtol=1e-4, atol=1e-5)
+    for g_exp, g_act in zip(grads_expected, grads_actual):
+        torch.testing.assert_close(g_act.double(), g_exp, rtol=1e-4, atol=1e-4)
