@@ -27,7 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 # oneDNN's fp32 linear (no autograd of its own; used inside the function below only).
-_ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+_ONEDNN_LINEAR = (
+    getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if torch.backends.mkldnn.is_available()
+    else None
+)
 USE_ONEDNN = True  # tests switch it off to compare both paths
 
 
@@ -45,7 +49,9 @@ def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return torch.where(t < lengths, lengths - 1 - t, t)
 
 
-def _reverse_time(x: torch.Tensor, index: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+def _reverse_time(
+    x: torch.Tensor, index: torch.Tensor | None, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """x (L, B, C) with each sequence reversed in time: index (L, B), or None for a plain flip.
 
     The reversal is its own inverse, so the same call maps results back to time order.
@@ -53,7 +59,9 @@ def _reverse_time(x: torch.Tensor, index: torch.Tensor | None, out: torch.Tensor
     steps = x.shape[0]
     if index is None:
         flip = torch.arange(steps - 1, -1, -1, device=x.device)
-        return torch.index_select(x, 0, flip, out=out) if out is not None else x.index_select(0, flip)
+        return (
+            torch.index_select(x, 0, flip, out=out) if out is not None else x.index_select(0, flip)
+        )
     full = index[:, :, None].expand(x.shape)
     return torch.gather(x, 0, full, out=out) if out is not None else x.gather(0, full)
 
@@ -80,7 +88,8 @@ class _BiGRUSummed(torch.autograd.Function):
         hs = x.new_empty(2, steps, batch, c)
         rz_all = x.new_empty(2, steps, batch, 2 * c)
         n_all = x.new_empty(2, steps, batch, c)
-        gh_all = x.new_empty(steps, 2, batch, 3 * c)  # step-major: each step's matmul writes in place
+        # Step-major, so that each step's matmul writes its slot in place.
+        gh_all = x.new_empty(steps, 2, batch, 3 * c)
         w_t = w_hh.transpose(1, 2)  # (2, C, 3C)
         b = b_hh[:, None, :]
         h = x.new_zeros(2, batch, c)
@@ -148,9 +157,7 @@ class _BiGRUSummed(torch.autograd.Function):
         if ctx.needs_input_grad[3]:
             grad_b_ih = torch.cat([sum_gh[:, : 2 * c], grad_n.view(2, m, c).sum(1)], dim=1)
         if ctx.needs_input_grad[2]:
-            grad_w_ih = torch.stack(
-                [_linear(grad_gi[d].t(), xs[d].view(m, c).t()) for d in (0, 1)]
-            )
+            grad_w_ih = torch.stack([_linear(grad_gi[d].t(), xs[d].view(m, c).t()) for d in (0, 1)])
         if ctx.needs_input_grad[0]:
             gx = [_linear(grad_gi[d], w_ih[d].t()).view(steps, batch, c) for d in (0, 1)]
             grad_x = torch.add(gx[0], _reverse_time(gx[1], index)).permute(1, 2, 0)

@@ -81,7 +81,9 @@ def test_float32_paths_match_float64_reference(padded: bool, onednn: bool, monke
     gru64 = copy.deepcopy(gru).double()
     x64 = x.double().requires_grad_(True)
     expected = _reference(gru64, x64, lengths)
-    grads_expected = torch.autograd.grad((expected * weights.double()).sum(), [x64, *gru64.parameters()])
+    grads_expected = torch.autograd.grad(
+        (expected * weights.double()).sum(), [x64, *gru64.parameters()]
+    )
 
     x32 = x.clone().requires_grad_(True)
     actual = _ours(gru, x32, lengths) * mask
