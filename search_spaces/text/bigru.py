@@ -3,12 +3,16 @@
 PyTorch's CPU GRU runs the two directions one after the other, one small matmul and a handful
 of autograd nodes per time step and direction. Here the whole layer is one autograd function:
 
-* both directions advance together (one batched matmul per time step), and the backward pass
-  through time is written by hand (no autograd graph of 64 x 10 nodes);
-* every tensor that is read across time is stored direction-major, (2, L, B, *), so the weight
-  gradients are single large matmuls over all steps, with no transposed copies;
-* the large input-projection matmuls go through oneDNN where PyTorch has it (fp32 on CPU): on
-  CPUs where the BLAS does not use AVX-512 (AMD EPYC with MKL) it is about twice as fast.
+* the backward pass through time is written by hand (no autograd graph of 64 x 10 nodes), and
+  every tensor read across time is stored per direction in step order, (L, B, *), so the weight
+  gradients are single large matmuls over all steps;
+* the matmuls go through oneDNN where PyTorch has it (fp32 on CPU): on CPUs where the BLAS does
+  not use AVX-512 (AMD EPYC with MKL) it is about twice as fast for the large input projections,
+  and still faster for the small per-step products at batch 32. Without oneDNN (or in float64)
+  they are ordinary ``F.linear`` calls with the same result.
+
+Running the two directions on two threads at once was tried: it halves the recurrence alone,
+but on a 2-core machine it slowed the rest of the training step down by more than it saved.
 
 It works channels first, (B, C, L) in and out, as the TextNAS ops do. The parameters stay those
 of an ``nn.GRU(C, C, bidirectional=True)`` (same names, same init), so checkpoints and parameter
@@ -35,9 +39,13 @@ _ONEDNN_LINEAR = (
 USE_ONEDNN = True  # tests switch it off to compare both paths
 
 
+def _onednn_applies(a: torch.Tensor) -> bool:
+    return USE_ONEDNN and _ONEDNN_LINEAR is not None and a.dtype == torch.float32 and not a.is_cuda
+
+
 def _linear(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ w.T + bias`` for 2-D ``a`` (M, K) and ``w`` (N, K), by oneDNN when it applies."""
-    if USE_ONEDNN and _ONEDNN_LINEAR is not None and a.dtype == torch.float32 and not a.is_cuda:
+    if _onednn_applies(a):
         return _ONEDNN_LINEAR(a, w, bias, "none", [], "")
     return F.linear(a, w, bias)
 
@@ -66,6 +74,78 @@ def _reverse_time(
     return torch.gather(x, 0, full, out=out) if out is not None else x.gather(0, full)
 
 
+def _forward_direction(
+    x: torch.Tensor,
+    w_ih: torch.Tensor,
+    b_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_hh: torch.Tensor,
+    hs: torch.Tensor,
+    rz_all: torch.Tensor,
+    n_all: torch.Tensor,
+    gh_n: torch.Tensor,
+) -> None:
+    """One direction over x (L, B, C) in step order; fills hs, rz_all (r and z), n_all and
+    gh_n (W_hn h + b_hn), each (L, B, *), for the backward pass."""
+    steps, batch, c = x.shape
+    gi = _linear(x.view(steps * batch, c), w_ih, b_ih).view(steps, batch, 3 * c)
+    h = x.new_zeros(batch, c)
+    for t in range(steps):
+        gh = _linear(h, w_hh, b_hh)  # (B, 3C)
+        rz = torch.add(gi[t, :, : 2 * c], gh[:, : 2 * c], out=rz_all[t]).sigmoid_()
+        n = torch.addcmul(gi[t, :, 2 * c :], rz[:, :c], gh[:, 2 * c :], out=n_all[t]).tanh_()
+        gh_n[t].copy_(gh[:, 2 * c :])
+        h = torch.addcmul(n, rz[:, c:], h - n, out=hs[t])
+
+
+def _backward_direction(
+    grad_hs: torch.Tensor,
+    x: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    hs: torch.Tensor,
+    rz_all: torch.Tensor,
+    n_all: torch.Tensor,
+    gh_n: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """Backward through time of one direction: grad_hs (L, B, C) -> grads of x (L*B, C), w_ih,
+    b_ih, w_hh, b_hh."""
+    steps, batch, c = hs.shape
+    m = steps * batch
+    r, z = rz_all[..., :c], rz_all[..., c:]
+    # Local derivatives of all steps at once (large, efficient ops):
+    # dn_pre = dh (1 - z)(1 - n^2); dz_pre = dh (h_prev - n) z (1 - z);
+    # dr_pre = dn_pre gh_n r (1 - r); d gh = [dr_pre, dz_pre, dn_pre * r].
+    a_n = (1 - z) * (1 - n_all * n_all)
+    a_z = torch.empty_like(n_all)
+    torch.sub(hs[:-1], n_all[1:], out=a_z[1:])
+    torch.neg(n_all[0], out=a_z[0])
+    a_z.mul_(z * (1 - z))
+    a_r = (r * (1 - r)).mul_(gh_n)
+
+    grad_gh = hs.new_empty(steps, batch, 3 * c)
+    grad_n = hs.new_empty(steps, batch, c)
+    w_t = w_hh.t().contiguous()  # (C, 3C)
+    dh = grad_hs[steps - 1]
+    for t in range(steps - 1, -1, -1):
+        gg = grad_gh[t]
+        dn = torch.mul(dh, a_n[t], out=grad_n[t])
+        torch.mul(dh, a_z[t], out=gg[:, c : 2 * c])
+        torch.mul(dn, a_r[t], out=gg[:, :c])
+        torch.mul(dn, r[t], out=gg[:, 2 * c :])
+        if t > 0:
+            dh = torch.addcmul(grad_hs[t - 1], dh, z[t]).add_(_linear(gg, w_t))
+
+    # dW_hh = sum_t grad_gh[t]^T h_prev[t] (h_prev = 0 at t = 0), one matmul over all steps.
+    grad_w_hh = _linear(grad_gh[1:].view(m - batch, 3 * c).t(), hs[:-1].view(m - batch, c).t())
+    grad_b_hh = grad_gh.view(m, 3 * c).sum(0)
+    grad_gi = torch.cat([grad_gh[..., : 2 * c], grad_n], dim=-1).view(m, 3 * c)
+    grad_b_ih = torch.cat([grad_b_hh[: 2 * c], grad_n.view(m, c).sum(0)])
+    grad_w_ih = _linear(grad_gi.t(), x.view(m, c).t())
+    grad_x = _linear(grad_gi, w_ih.t())
+    return grad_x, grad_w_ih, grad_b_ih, grad_w_hh, grad_b_hh
+
+
 class _BiGRUSummed(torch.autograd.Function):
     """x (B, C, L) -> h_forward + h_backward (B, C, L).
 
@@ -78,89 +158,42 @@ class _BiGRUSummed(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, index, w_ih, b_ih, w_hh, b_hh):  # type: ignore[override]
         batch, c, steps = x.shape
-        m = steps * batch
         # Inputs in step order, direction-major: xs[1] is each sequence reversed in time.
         xs = x.new_empty(2, steps, batch, c)
         xs[0] = x.permute(2, 0, 1)
         _reverse_time(xs[0], index, out=xs[1])
-        gi = [_linear(xs[d].view(m, c), w_ih[d], b_ih[d]).view(steps, batch, 3 * c) for d in (0, 1)]
-
         hs = x.new_empty(2, steps, batch, c)
         rz_all = x.new_empty(2, steps, batch, 2 * c)
         n_all = x.new_empty(2, steps, batch, c)
-        # Step-major, so that each step's matmul writes its slot in place.
-        gh_all = x.new_empty(steps, 2, batch, 3 * c)
-        w_t = w_hh.transpose(1, 2)  # (2, C, 3C)
-        b = b_hh[:, None, :]
-        h = x.new_zeros(2, batch, c)
-        for t in range(steps):
-            gh = torch.baddbmm(b, h, w_t, out=gh_all[t])
-            rz = rz_all[:, t]
-            n = n_all[:, t]
-            for d in (0, 1):
-                torch.add(gi[d][t, :, : 2 * c], gh[d, :, : 2 * c], out=rz[d])
-            rz.sigmoid_()
-            for d in (0, 1):
-                torch.addcmul(gi[d][t, :, 2 * c :], rz[d, :, :c], gh[d, :, 2 * c :], out=n[d])
-            n.tanh_()
-            h = torch.addcmul(n, rz[..., c:], h - n, out=hs[:, t])
-
+        gh_n = x.new_empty(2, steps, batch, c)
+        for d in (0, 1):
+            _forward_direction(
+                xs[d], w_ih[d], b_ih[d], w_hh[d], b_hh[d], hs[d], rz_all[d], n_all[d], gh_n[d]
+            )
         ctx.reversal = index
-        ctx.save_for_backward(xs, w_ih, w_hh, hs, rz_all, n_all, gh_all)
+        ctx.save_for_backward(xs, w_ih, w_hh, hs, rz_all, n_all, gh_n)
         out = torch.add(hs[0], _reverse_time(hs[1], index))  # (L, B, C) in time order
         return out.permute(1, 2, 0).contiguous()
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        xs, w_ih, w_hh, hs, rz_all, n_all, gh_all = ctx.saved_tensors
+        xs, w_ih, w_hh, hs, rz_all, n_all, gh_n = ctx.saved_tensors
         index = ctx.reversal
         _, steps, batch, c = hs.shape
-        m = steps * batch
         grad_hs = hs.new_empty(2, steps, batch, c)
         grad_hs[0] = grad_out.permute(2, 0, 1)
         _reverse_time(grad_hs[0], index, out=grad_hs[1])
-
-        # Local derivatives of all steps at once (large, efficient ops):
-        # dn_pre = dh (1 - z)(1 - n^2); dz_pre = dh (h_prev - n) z (1 - z);
-        # dr_pre = dn_pre gh_n r (1 - r); d gh = [dr_pre, dz_pre, dn_pre * r].
-        r, z = rz_all[..., :c], rz_all[..., c:]
-        a_n = (1 - z) * (1 - n_all * n_all)
-        a_z = torch.empty_like(n_all)
-        torch.sub(hs[:, :-1], n_all[:, 1:], out=a_z[:, 1:])
-        torch.neg(n_all[:, 0], out=a_z[:, 0])
-        a_z.mul_(z * (1 - z))
-        a_r = (r * (1 - r)).mul_(gh_all[..., 2 * c :].transpose(0, 1))
-
-        grad_gh = hs.new_empty(2, steps, batch, 3 * c)
-        grad_n = hs.new_empty(2, steps, batch, c)
-        dh = grad_hs[:, steps - 1]
-        for t in range(steps - 1, -1, -1):
-            gg = grad_gh[:, t]
-            dn = torch.mul(dh, a_n[:, t], out=grad_n[:, t])
-            torch.mul(dh, a_z[:, t], out=gg[..., c : 2 * c])
-            torch.mul(dn, a_r[:, t], out=gg[..., :c])
-            torch.mul(dn, r[:, t], out=gg[..., 2 * c :])
-            if t > 0:
-                dh = torch.baddbmm(torch.addcmul(grad_hs[:, t - 1], dh, z[:, t]), gg, w_hh)
-
-        grad_x = grad_w_ih = grad_b_ih = grad_w_hh = grad_b_hh = None
-        flat_gh = grad_gh.view(2, m, 3 * c)
-        if ctx.needs_input_grad[4]:  # dW_hh[d] = sum_t grad_gh[t, d]^T h_prev[t, d]
-            grad_w_hh = torch.bmm(
-                grad_gh[:, 1:].reshape(2, m - batch, 3 * c).transpose(1, 2),
-                hs[:, :-1].reshape(2, m - batch, c),
+        grads = [
+            _backward_direction(
+                grad_hs[d], xs[d], w_ih[d], w_hh[d], hs[d], rz_all[d], n_all[d], gh_n[d]
             )
-        sum_gh = flat_gh.sum(1)
-        if ctx.needs_input_grad[5]:
-            grad_b_hh = sum_gh
-        grad_gi = torch.cat([grad_gh[..., : 2 * c], grad_n], dim=-1).view(2, m, 3 * c)
-        if ctx.needs_input_grad[3]:
-            grad_b_ih = torch.cat([sum_gh[:, : 2 * c], grad_n.view(2, m, c).sum(1)], dim=1)
-        if ctx.needs_input_grad[2]:
-            grad_w_ih = torch.stack([_linear(grad_gi[d].t(), xs[d].view(m, c).t()) for d in (0, 1)])
-        if ctx.needs_input_grad[0]:
-            gx = [_linear(grad_gi[d], w_ih[d].t()).view(steps, batch, c) for d in (0, 1)]
-            grad_x = torch.add(gx[0], _reverse_time(gx[1], index)).permute(1, 2, 0)
+            for d in (0, 1)
+        ]
+        gx = [g[0].view(steps, batch, c) for g in grads]
+        grad_x = torch.add(gx[0], _reverse_time(gx[1], index)).permute(1, 2, 0)
+        grad_w_ih, grad_b_ih, grad_w_hh, grad_b_hh = (
+            torch.stack([grads[0][i], grads[1][i]]) for i in range(1, 5)
+        )
         return grad_x, None, grad_w_ih, grad_b_ih, grad_w_hh, grad_b_hh
 
 
