@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.machine import describe_machine, peak_memory_mb, reset_peak_memory
+from experiments.allocator import keep_freed_memory
 from search_spaces.text import Architecture, TextNASClassifier, TextNASEncoder, TextNASOptions
 from search_spaces.text.network import count_parameters
 
@@ -30,8 +31,14 @@ REFERENCE_SUPERNET_SECONDS_PER_STEP = {32: 0.125, 256: 0.60}  # supernet step, s
 
 
 def make_step(
-    model: torch.nn.Module, batch: int, length: int, vocab: int, num_classes: int, device: str,
-    autocast_dtype: torch.dtype | None = None, architecture: Callable[[], object] | None = None,
+    model: torch.nn.Module,
+    batch: int,
+    length: int,
+    vocab: int,
+    num_classes: int,
+    device: str,
+    autocast_dtype: torch.dtype | None = None,
+    architecture: Callable[[], object] | None = None,
 ) -> Callable[[], float]:
     """One training step of the reference recipe on a fixed random batch; returns the loss.
 
@@ -46,8 +53,11 @@ def make_step(
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype,
-                            enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device_type=device.split(":")[0],
+            dtype=autocast_dtype,
+            enabled=autocast_dtype is not None,
+        ):
             logits = model(ids, mask) if architecture is None else model(ids, mask, architecture())
         loss = F.cross_entropy(logits.float(), labels)
         loss.backward()
@@ -74,8 +84,15 @@ def time_steps(step: Callable[[], float], warmup: int, steps: int, device: str) 
 
 
 def bench_retrain(
-    width: int, batch: int = 32, length: int = 64, vocab: int = 20_000, num_classes: int = 5,
-    device: str = "cpu", autocast_dtype: torch.dtype | None = None, warmup: int = 2, steps: int = 10,
+    width: int,
+    batch: int = 32,
+    length: int = 64,
+    vocab: int = 20_000,
+    num_classes: int = 5,
+    device: str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    warmup: int = 2,
+    steps: int = 10,
     rounds: int = 3,
 ) -> dict:
     """Median step time of ``rounds`` rounds of ``steps`` steps each (after ``warmup`` steps).
@@ -103,7 +120,9 @@ def bench_retrain(
         "vocab": vocab,
         "num_classes": num_classes,
         "device": device,
-        "precision": "fp32" if autocast_dtype is None else str(autocast_dtype).split(".")[-1] + "-mixed",
+        "precision": "fp32"
+        if autocast_dtype is None
+        else str(autocast_dtype).split(".")[-1] + "-mixed",
         "params_total": count_parameters(model, exclude_embedding=False),
         "params_no_embedding": count_parameters(model),
         "seconds_per_step_median": median,
@@ -122,8 +141,15 @@ def bench_retrain(
 
 
 def bench_search(
-    width: int, batch: int = 32, length: int = 64, vocab: int = 20_000, num_classes: int = 5,
-    warmup: int = 2, steps: int = 10, rounds: int = 3, controller_steps: int = 10,
+    width: int,
+    batch: int = 32,
+    length: int = 64,
+    vocab: int = 20_000,
+    num_classes: int = 5,
+    warmup: int = 2,
+    steps: int = 10,
+    rounds: int = 3,
+    controller_steps: int = 10,
 ) -> list[dict]:
     """Supernet steps (all 8 ops per layer, 24 layers): one random architecture fixed while
     timing (the reference's configuration), a new random architecture every step, and one
@@ -142,7 +168,10 @@ def bench_search(
               "params_total": count_parameters(supernet, exclude_embedding=False),
               "params_no_embedding": count_parameters(supernet)}  # fmt: skip
     entries = []
-    for name, arch_fn in (("fixed_arch", lambda: fixed), ("new_arch_each_step", lambda: strategy.sample(gen))):
+    for name, arch_fn in (
+        ("fixed_arch", lambda: fixed),
+        ("new_arch_each_step", lambda: strategy.sample(gen)),
+    ):
         step = make_step(supernet, batch, length, vocab, num_classes, "cpu", architecture=arch_fn)
         rounds_t = [time_steps(step, warmup if i == 0 else 0, steps, "cpu") for i in range(rounds)]
         medians = [statistics.median(t) for t in rounds_t]
@@ -187,16 +216,29 @@ def bench_search(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (reference: 2)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of --steps steps; the fastest round's median is reported")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of --steps steps; the fastest round's median is reported",
+    )
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--out", default="benchmarks/results/textnas.json")
     parser.add_argument("--skip-search", action="store_true", help="only the retrain step")
+    parser.add_argument(
+        "--no-allocator-tuning",
+        action="store_true",
+        help="leave glibc's allocator at its defaults (experiments/allocator.py)",
+    )
     args = parser.parse_args(argv)
 
+    tuned = False if args.no_allocator_tuning else keep_freed_memory()
     torch.set_num_threads(args.threads)
     results = []
     for width in args.widths:
@@ -205,16 +247,20 @@ def main(argv: list[str] | None = None) -> dict:
         print(_line(entry), flush=True)
     if not args.skip_search:
         for width in args.widths:
-            for entry in bench_search(width, warmup=args.warmup, steps=args.steps, rounds=args.rounds):
+            for entry in bench_search(
+                width, warmup=args.warmup, steps=args.steps, rounds=args.rounds
+            ):
                 results.append(entry)
                 print(_line(entry), flush=True)
     if torch.cuda.is_available():
-        entry = bench_retrain(256, batch=128, device="cuda", autocast_dtype=torch.bfloat16,
-                              warmup=5, steps=20)
+        entry = bench_retrain(
+            256, batch=128, device="cuda", autocast_dtype=torch.bfloat16, warmup=5, steps=20
+        )
         results.append(entry)
         print(_line(entry), flush=True)
 
-    report = {"machine": describe_machine(args.threads), "results": results}
+    machine = {**describe_machine(args.threads), "glibc_keep_freed_memory": tuned}
+    report = {"machine": machine, "results": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

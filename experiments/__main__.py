@@ -74,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(w in ("-h", "--help") for w in words):
         print(HELP)
         return 0
+    if command not in ("list", "show"):
+        from experiments.allocator import keep_freed_memory
+
+        keep_freed_memory()  # fewer page faults per CPU training step (see allocator.py)
     if command == "demo":
         from experiments.demo import main as demo
 

@@ -6,10 +6,12 @@ of autograd nodes per time step and direction. Here the whole layer is one autog
 * the backward pass through time is written by hand (no autograd graph of 64 x 10 nodes), and
   every tensor read across time is stored per direction in step order, (L, B, *), so the weight
   gradients are single large matmuls over all steps;
-* the matmuls go through oneDNN where PyTorch has it (fp32 on CPU): on CPUs where the BLAS does
-  not use AVX-512 (AMD EPYC with MKL) it is about twice as fast for the large input projections,
-  and still faster for the small per-step products at batch 32. Without oneDNN (or in float64)
-  they are ordinary ``F.linear`` calls with the same result.
+* the large matmuls go through oneDNN where PyTorch has it (fp32 on CPU): on CPUs where the
+  BLAS does not use AVX-512 (AMD EPYC with MKL) it is about twice as fast. At widths from
+  :data:`PER_DIRECTION_MIN_WIDTH` the small per-step products go through oneDNN as well, one
+  direction after the other; below it both directions share one batched BLAS product per step,
+  which costs fewer Python-level ops. Without oneDNN (or in float64) the matmuls are ordinary
+  ``F.linear`` calls with the same result.
 
 Running the two directions on two threads at once was tried: it halves the recurrence alone,
 but on a 2-core machine it slowed the rest of the training step down by more than it saved.
@@ -26,6 +28,8 @@ zeroed by the caller.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,13 +43,16 @@ _ONEDNN_LINEAR = (
 USE_ONEDNN = True  # tests switch it off to compare both paths
 
 
-def _onednn_applies(a: torch.Tensor) -> bool:
-    return USE_ONEDNN and _ONEDNN_LINEAR is not None and a.dtype == torch.float32 and not a.is_cuda
-
-
 def _linear(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ w.T + bias`` for 2-D ``a`` (M, K) and ``w`` (N, K), by oneDNN when it applies."""
-    if _onednn_applies(a):
+    """``a @ w.T + bias`` for 2-D ``a`` (M, K) and ``w`` (N, K), by oneDNN when it applies
+    (oneDNN refuses empty matrices: a one-token batch has no h_prev for dW_hh)."""
+    if (
+        USE_ONEDNN
+        and _ONEDNN_LINEAR is not None
+        and a.dtype == torch.float32
+        and not a.is_cuda
+        and a.numel() > 0
+    ):
         return _ONEDNN_LINEAR(a, w, bias, "none", [], "")
     return F.linear(a, w, bias)
 
@@ -74,69 +81,73 @@ def _reverse_time(
     return torch.gather(x, 0, full, out=out) if out is not None else x.gather(0, full)
 
 
-def _forward_direction(
-    x: torch.Tensor,
-    w_ih: torch.Tensor,
-    b_ih: torch.Tensor,
-    w_hh: torch.Tensor,
-    b_hh: torch.Tensor,
+# From this width on, each direction runs its own loop with oneDNN's small matmuls (fastest when
+# the matmuls dominate); below it, both directions share one batched matmul per step (fewer
+# Python-level ops, fastest when per-op overhead dominates). Same numbers either way.
+PER_DIRECTION_MIN_WIDTH = 128
+
+
+def _recurrence(
+    gi: torch.Tensor,
+    matmul: Callable[[torch.Tensor], torch.Tensor],
     hs: torch.Tensor,
     rz_all: torch.Tensor,
     n_all: torch.Tensor,
     gh_n: torch.Tensor,
 ) -> None:
-    """One direction over x (L, B, C) in step order; fills hs, rz_all (r and z), n_all and
-    gh_n (W_hn h + b_hn), each (L, B, *), for the backward pass."""
-    steps, batch, c = x.shape
-    gi = _linear(x.view(steps * batch, c), w_ih, b_ih).view(steps, batch, 3 * c)
-    h = x.new_zeros(batch, c)
+    """The forward recurrence of D directions at once: gi (D, L, B, 3C) input gates,
+    ``matmul(h)`` (D, B, C) -> h W_hh^T + b_hh (D, B, 3C). Fills hs, rz_all (r and z), n_all and
+    gh_n (W_hn h + b_hn), each (D, L, B, *), for the backward pass."""
+    dirs, steps, batch, c = hs.shape
+    h = hs.new_zeros(dirs, batch, c)
     for t in range(steps):
-        gh = _linear(h, w_hh, b_hh)  # (B, 3C)
-        rz = torch.add(gi[t, :, : 2 * c], gh[:, : 2 * c], out=rz_all[t]).sigmoid_()
-        n = torch.addcmul(gi[t, :, 2 * c :], rz[:, :c], gh[:, 2 * c :], out=n_all[t]).tanh_()
-        gh_n[t].copy_(gh[:, 2 * c :])
-        h = torch.addcmul(n, rz[:, c:], h - n, out=hs[t])
+        gh = matmul(h)
+        rz = torch.add(gi[:, t, :, : 2 * c], gh[..., : 2 * c], out=rz_all[:, t]).sigmoid_()
+        n = torch.addcmul(gi[:, t, :, 2 * c :], rz[..., :c], gh[..., 2 * c :], out=n_all[:, t])
+        n.tanh_()
+        gh_n[:, t].copy_(gh[..., 2 * c :])
+        h = torch.addcmul(n, rz[..., c:], h - n, out=hs[:, t])
 
 
-def _backward_direction(
+def _through_time(
     grad_hs: torch.Tensor,
+    a_n: torch.Tensor,
+    a_z: torch.Tensor,
+    a_r: torch.Tensor,
+    r: torch.Tensor,
+    z: torch.Tensor,
+    add_matmul: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    grad_gh: torch.Tensor,
+    grad_n: torch.Tensor,
+) -> None:
+    """Backward through time of D directions, all tensors (D, L, B, *): fills grad_gh (the
+    gradient of W_hh h + b_hh) and grad_n (of the n gate's pre-activation).
+    ``add_matmul(acc, g)`` = acc + g W_hh for g (D, B, 3C)."""
+    c = grad_n.shape[-1]
+    steps = grad_hs.shape[1]
+    dh = grad_hs[:, steps - 1]
+    for t in range(steps - 1, -1, -1):
+        gg = grad_gh[:, t]
+        dn = torch.mul(dh, a_n[:, t], out=grad_n[:, t])
+        torch.mul(dh, a_z[:, t], out=gg[..., c : 2 * c])
+        torch.mul(dn, a_r[:, t], out=gg[..., :c])
+        torch.mul(dn, r[:, t], out=gg[..., 2 * c :])
+        if t > 0:
+            dh = add_matmul(torch.addcmul(grad_hs[:, t - 1], dh, z[:, t]), gg)
+
+
+def _parameter_and_input_grads(
+    grad_gh: torch.Tensor,
+    grad_n: torch.Tensor,
     x: torch.Tensor,
-    w_ih: torch.Tensor,
-    w_hh: torch.Tensor,
     hs: torch.Tensor,
-    rz_all: torch.Tensor,
-    n_all: torch.Tensor,
-    gh_n: torch.Tensor,
+    w_ih: torch.Tensor,
 ) -> tuple[torch.Tensor, ...]:
-    """Backward through time of one direction: grad_hs (L, B, C) -> grads of x (L*B, C), w_ih,
-    b_ih, w_hh, b_hh."""
+    """One direction, tensors (L, B, *): grads of x (L*B, C), w_ih, b_ih, w_hh, b_hh, each a
+    single large matmul or sum over all steps."""
     steps, batch, c = hs.shape
     m = steps * batch
-    r, z = rz_all[..., :c], rz_all[..., c:]
-    # Local derivatives of all steps at once (large, efficient ops):
-    # dn_pre = dh (1 - z)(1 - n^2); dz_pre = dh (h_prev - n) z (1 - z);
-    # dr_pre = dn_pre gh_n r (1 - r); d gh = [dr_pre, dz_pre, dn_pre * r].
-    a_n = (1 - z) * (1 - n_all * n_all)
-    a_z = torch.empty_like(n_all)
-    torch.sub(hs[:-1], n_all[1:], out=a_z[1:])
-    torch.neg(n_all[0], out=a_z[0])
-    a_z.mul_(z * (1 - z))
-    a_r = (r * (1 - r)).mul_(gh_n)
-
-    grad_gh = hs.new_empty(steps, batch, 3 * c)
-    grad_n = hs.new_empty(steps, batch, c)
-    w_t = w_hh.t().contiguous()  # (C, 3C)
-    dh = grad_hs[steps - 1]
-    for t in range(steps - 1, -1, -1):
-        gg = grad_gh[t]
-        dn = torch.mul(dh, a_n[t], out=grad_n[t])
-        torch.mul(dh, a_z[t], out=gg[:, c : 2 * c])
-        torch.mul(dn, a_r[t], out=gg[:, :c])
-        torch.mul(dn, r[t], out=gg[:, 2 * c :])
-        if t > 0:
-            dh = torch.addcmul(grad_hs[t - 1], dh, z[t]).add_(_linear(gg, w_t))
-
-    # dW_hh = sum_t grad_gh[t]^T h_prev[t] (h_prev = 0 at t = 0), one matmul over all steps.
+    # dW_hh = sum_t grad_gh[t]^T h_prev[t] (h_prev = 0 at t = 0).
     grad_w_hh = _linear(grad_gh[1:].view(m - batch, 3 * c).t(), hs[:-1].view(m - batch, c).t())
     grad_b_hh = grad_gh.view(m, 3 * c).sum(0)
     grad_gi = torch.cat([grad_gh[..., : 2 * c], grad_n], dim=-1).view(m, 3 * c)
@@ -162,14 +173,25 @@ class _BiGRUSummed(torch.autograd.Function):
         xs = x.new_empty(2, steps, batch, c)
         xs[0] = x.permute(2, 0, 1)
         _reverse_time(xs[0], index, out=xs[1])
+        gi = [
+            _linear(xs[d].view(steps * batch, c), w_ih[d], b_ih[d]).view(1, steps, batch, 3 * c)
+            for d in (0, 1)
+        ]
         hs = x.new_empty(2, steps, batch, c)
         rz_all = x.new_empty(2, steps, batch, 2 * c)
         n_all = x.new_empty(2, steps, batch, c)
         gh_n = x.new_empty(2, steps, batch, c)
-        for d in (0, 1):
-            _forward_direction(
-                xs[d], w_ih[d], b_ih[d], w_hh[d], b_hh[d], hs[d], rz_all[d], n_all[d], gh_n[d]
-            )
+        if c >= PER_DIRECTION_MIN_WIDTH:
+            for d in (0, 1):
+                one = slice(d, d + 1)
+                _recurrence(
+                    gi[d],
+                    lambda h, d=d: _linear(h[0], w_hh[d], b_hh[d])[None],
+                    hs[one], rz_all[one], n_all[one], gh_n[one],
+                )  # fmt: skip
+        else:
+            w_t, b = w_hh.transpose(1, 2), b_hh[:, None, :]
+            _recurrence(torch.cat(gi), lambda h: torch.baddbmm(b, h, w_t), hs, rz_all, n_all, gh_n)
         ctx.reversal = index
         ctx.save_for_backward(xs, w_ih, w_hh, hs, rz_all, n_all, gh_n)
         out = torch.add(hs[0], _reverse_time(hs[1], index))  # (L, B, C) in time order
@@ -183,11 +205,37 @@ class _BiGRUSummed(torch.autograd.Function):
         grad_hs = hs.new_empty(2, steps, batch, c)
         grad_hs[0] = grad_out.permute(2, 0, 1)
         _reverse_time(grad_hs[0], index, out=grad_hs[1])
+
+        # Local derivatives of all steps and both directions at once (large, efficient ops):
+        # dn_pre = dh (1 - z)(1 - n^2); dz_pre = dh (h_prev - n) z (1 - z);
+        # dr_pre = dn_pre gh_n r (1 - r); d gh = [dr_pre, dz_pre, dn_pre * r].
+        r, z = rz_all[..., :c], rz_all[..., c:]
+        a_n = (1 - z) * (1 - n_all * n_all)
+        a_z = torch.empty_like(n_all)
+        torch.sub(hs[:, :-1], n_all[:, 1:], out=a_z[:, 1:])
+        torch.neg(n_all[:, 0], out=a_z[:, 0])
+        a_z.mul_(z * (1 - z))
+        a_r = (r * (1 - r)).mul_(gh_n)
+
+        grad_gh = hs.new_empty(2, steps, batch, 3 * c)
+        grad_n = hs.new_empty(2, steps, batch, c)
+        if c >= PER_DIRECTION_MIN_WIDTH:
+            for d in (0, 1):
+                one = slice(d, d + 1)
+                w_t = w_hh[d].t().contiguous()  # (C, 3C)
+                _through_time(
+                    grad_hs[one], a_n[one], a_z[one], a_r[one], r[one], z[one],
+                    lambda acc, g, w_t=w_t: acc.add_(_linear(g[0], w_t)),
+                    grad_gh[one], grad_n[one],
+                )  # fmt: skip
+        else:
+            _through_time(
+                grad_hs, a_n, a_z, a_r, r, z,
+                lambda acc, g: torch.baddbmm(acc, g, w_hh),
+                grad_gh, grad_n,
+            )  # fmt: skip
         grads = [
-            _backward_direction(
-                grad_hs[d], xs[d], w_ih[d], w_hh[d], hs[d], rz_all[d], n_all[d], gh_n[d]
-            )
-            for d in (0, 1)
+            _parameter_and_input_grads(grad_gh[d], grad_n[d], xs[d], hs[d], w_ih[d]) for d in (0, 1)
         ]
         gx = [g[0].view(steps, batch, c) for g in grads]
         grad_x = torch.add(gx[0], _reverse_time(gx[1], index)).permute(1, 2, 0)

@@ -28,8 +28,16 @@ def _ours(gru: torch.nn.GRU, x: torch.Tensor, lengths: torch.Tensor | None = Non
     return bidirectional_gru_summed(gru, x.transpose(1, 2), lengths).transpose(1, 2)
 
 
+@pytest.fixture(params=["per_direction", "batched"])
+def loop(request, monkeypatch) -> str:
+    """Both recurrence loops: per direction (wide layers) and both directions batched."""
+    width = 0 if request.param == "per_direction" else 10**9
+    monkeypatch.setattr(bigru, "PER_DIRECTION_MIN_WIDTH", width)
+    return request.param
+
+
 @pytest.mark.parametrize("padded", [False, True])
-def test_outputs_and_all_gradients_match_nn_gru(padded: bool) -> None:
+def test_outputs_and_all_gradients_match_nn_gru(padded: bool, loop: str) -> None:
     torch.manual_seed(0)
     b, length, c = 5, 11, 6
     gru = torch.nn.GRU(c, c, batch_first=True, bidirectional=True).double()
@@ -51,7 +59,7 @@ def test_outputs_and_all_gradients_match_nn_gru(padded: bool) -> None:
         torch.testing.assert_close(g_act, g_exp, rtol=1e-9, atol=1e-11)
 
 
-def test_gradcheck_of_the_recurrence() -> None:
+def test_gradcheck_of_the_recurrence(loop: str) -> None:
     torch.manual_seed(0)
     gru = torch.nn.GRU(3, 3, batch_first=True, bidirectional=True).double()
     x = torch.randn(2, 4, 3, dtype=torch.double, requires_grad=True)
@@ -65,7 +73,9 @@ def test_reverse_index() -> None:
 
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("onednn", [True, False])
-def test_float32_paths_match_float64_reference(padded: bool, onednn: bool, monkeypatch) -> None:
+def test_float32_paths_match_float64_reference(
+    padded: bool, onednn: bool, loop: str, monkeypatch
+) -> None:
     """The fp32 kernel (oneDNN matmuls, or the BLAS fallback) against nn.GRU in float64."""
     monkeypatch.setattr(bigru, "USE_ONEDNN", onednn)
     torch.manual_seed(1)
@@ -91,3 +101,19 @@ def test_float32_paths_match_float64_reference(padded: bool, onednn: bool, monke
     torch.testing.assert_close(actual.double(), expected, rtol=1e-4, atol=1e-5)
     for g_exp, g_act in zip(grads_expected, grads_actual):
         torch.testing.assert_close(g_act.double(), g_exp, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_one_token_batch(onednn: bool, loop: str, monkeypatch) -> None:
+    """Length 1: no previous state, an empty dW_hh product (oneDNN refuses empty matrices)."""
+    monkeypatch.setattr(bigru, "USE_ONEDNN", onednn)
+    torch.manual_seed(2)
+    gru = torch.nn.GRU(8, 8, batch_first=True, bidirectional=True)
+    x = torch.randn(3, 1, 8, requires_grad=True)
+    expected = _reference(gru, x, None)
+    grads_expected = torch.autograd.grad(expected.sum(), [x, *gru.parameters()])
+    actual = _ours(gru, x)
+    grads_actual = torch.autograd.grad(actual.sum(), [x, *gru.parameters()])
+    torch.testing.assert_close(actual, expected)
+    for g_exp, g_act in zip(grads_expected, grads_actual):
+        torch.testing.assert_close(g_act, g_exp)
