@@ -135,20 +135,41 @@ def test_recurrent_op_sums_directions_over_true_lengths() -> None:
     assert torch.all(out[0, :, 6:] == 0)
 
 
-def test_fast_dropout_keeps_the_dropout_distribution() -> None:
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_fast_dropout_keeps_the_dropout_distribution(p: float) -> None:
     from search_spaces.text.ops import Dropout
 
     torch.manual_seed(0)
-    drop = Dropout(0.2).train()
-    x = torch.ones(200_000)
+    drop = Dropout(p).train()
+    x = torch.ones(400_003)  # not a multiple of the four lanes of a draw
     y = drop(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
     kept = y != 0
-    assert abs(kept.float().mean().item() - 0.8) < 0.005
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.8))
+    keep = round((1 - p) * 32768) / 32768  # the keep probability rounded to 2^-15
+    assert abs(keep - (1 - p)) <= 2**-16
+    # Every lane of the 64-bit draws (lane 3 has only 15 random bits) keeps at the same rate.
+    for lane in range(4):
+        rate = kept[lane::4].float().mean().item()
+        assert abs(rate - keep) < 5 * (keep * (1 - keep) / 100_000) ** 0.5, (lane, rate)
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / keep))
+    assert abs(y.mean().item() - 1.0) < 0.01  # unbiased
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_fast_dropout_gradients_and_fallbacks() -> None:
+    from search_spaces.text.ops import Dropout
+
+    torch.manual_seed(0)
     # Gradients flow only through kept elements, with the same scaling.
     x = torch.ones(1000, requires_grad=True)
     out = Dropout(0.5).train()(x)
     out.sum().backward()
     torch.testing.assert_close(x.grad, out.detach())
+    # Other dtypes use the stock kernel (same dtype out).
+    xb = torch.ones(1000, dtype=torch.bfloat16)
+    assert Dropout(0.5).train()(xb).dtype == torch.bfloat16
+    # A keep probability too close to 0 or 1 for 15 bits falls back to the exact kernel.
+    y = Dropout(1e-6).train()(torch.ones(1000))
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - 1e-6)))
