@@ -115,7 +115,7 @@ def _recurrence(
         n = torch.addcmul(gi[:, t, :, 2 * c :], rz[..., :c], gh[..., 2 * c :], out=n_all[:, t])
         n.tanh_()
         gh_n[:, t].copy_(gh[..., 2 * c :])
-        h = torch.addcmul(n, rz[..., c:], h - n, out=hs[:, t])
+        h = torch.lerp(n, h, rz[..., c:], out=hs[:, t])  # n + z (h - n)
 
 
 def _through_time(
