@@ -5,7 +5,7 @@ By default glibc hands large freed blocks straight back to the OS (``mmap`` for 
 activations back in page by page: about 25,000 minor page faults per TextNAS supernet step at
 C=256 (100 MB of fresh pages, zeroed by the kernel). PyTorch's CPU performance guide suggests
 preloading jemalloc or tcmalloc for this; raising glibc's own thresholds with ``mallopt(3)`` gets
-the same effect with nothing to install. Measured with ``make bench`` (benchmarks/README.md):
+the same effect with nothing to install. Measured with ``make bench`` (README.md, "Speed"):
 faults fall to under 1,000 per step and the step gets about 5 % faster.
 
 The cost is that the process's resident memory stays at its peak instead of shrinking between

@@ -46,7 +46,7 @@ def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor | None:
     some for ``bernoulli_``). Here one 64-bit draw gives four 16-bit lanes, each compared with
     a threshold, so the keep probability is rounded to a multiple of 2^-15: 0.8 becomes
     26214/32768 = 0.79998779 (the mask is scaled by the exact inverse, so the expectation is
-    unchanged). Four times fewer draws make a mask about twice as cheap (benchmarks/README.md).
+    unchanged). Four times fewer draws make a mask about twice as cheap (README.md, "Speed").
     Lanes 0-2 of ``random_()``'s [0, 2^63) hold 16 random bits, lane 3 (the sign half) 15.
     """
     k = round((1.0 - p) * 32768)
@@ -216,7 +216,7 @@ class SelfAttention(nn.Module):
         weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3C, C)
         bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
         # As a 1x1 convolution: the same product, but run by oneDNN, which on CPU is about twice
-        # as fast as the BLAS matmul forward and backward (benchmarks/README.md).
+        # as fast as the BLAS matmul forward and backward (README.md, "Speed").
         qkv = F.relu(F.conv1d(x, weight[:, :, None], bias))  # (B, 3C, L)
         q, k, v = qkv.view(b, 3, self.num_heads, d, length).unbind(1)  # (B, H, d, L) each
         scores = torch.matmul(q.transpose(-1, -2), k) * (1.0 / math.sqrt(d))  # (B, H, Lq, Lk)
