@@ -19,6 +19,7 @@ from torch import nn
 from search_spaces.text import Architecture, TextNASClassifier, TextNASEncoder, TextNASOptions
 
 from .metrics import build_metrics, predictions
+from .schedules import follow_max_epochs
 
 
 class TextNASRetrainModule(L.LightningModule):
@@ -110,6 +111,10 @@ class TextNASRetrainModule(L.LightningModule):
             if any(m.update_count for m in collection.values()):
                 self.log_dict(collection.compute(), prog_bar=True)
             collection.reset()
+
+    def on_train_start(self) -> None:
+        # After Lightning restored the schedulers from a checkpoint (see schedules.py).
+        follow_max_epochs(self.lr_schedulers(), self.trainer.max_epochs)
 
     def configure_optimizers(self) -> Any:
         cfg = self.optim_cfg

@@ -53,6 +53,7 @@ from search_spaces.text.strategies import RandomStrategy
 from .controller import EnasController, reinforce_step
 from .derive import argmax_architecture, map_controller_ops, sample_architecture
 from .plots import architecture_figure, op_frequency_figure, save_figure
+from .schedules import follow_max_epochs
 
 STRATEGIES = ("enas", "random")
 
@@ -361,6 +362,10 @@ class TextNASSearchModule(L.LightningModule):
                 logger.log_image(
                     key="search/architecture", images=[str(arch_png)], step=self.global_step
                 )
+
+    def on_train_start(self) -> None:
+        # After Lightning restored the schedulers from a checkpoint (see schedules.py).
+        follow_max_epochs(self.lr_schedulers(), self.trainer.max_epochs)
 
     # -------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:

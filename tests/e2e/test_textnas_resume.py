@@ -71,3 +71,24 @@ def test_resume_is_bit_identical_to_uninterrupted(schedule, sst_dir, tiny_arch, 
         not torch.equal(w_first["state_dict"][k], s["state_dict"][k]) for k in s["state_dict"]
     )
     assert r["suite"]["config"]["model"]["cnn_keep"] == 0.8
+
+
+def test_resume_with_more_epochs_keeps_a_cosine_schedule_annealed(sst_dir, tiny_arch, tmp_path):
+    """optim.schedule=cosine, 1 epoch, then resume=last with max_epochs=3: the restored
+    CosineAnnealingLR follows the new max_epochs instead of climbing back up past its old T_max
+    (a cosine with T_max=1 is back at the full learning rate at epoch 2)."""
+    common = [
+        f"data.root={sst_dir}",
+        f"model.architecture={tiny_arch}",
+        "optim.schedule=cosine",
+        "trainer.limit_train_batches=3",
+    ]
+    train("textnas_train_synthetic", tiny(tmp_path, *common, "trainer.max_epochs=1"))
+    resumed = train(
+        "textnas_train_synthetic", tiny(tmp_path, *common, "trainer.max_epochs=3", "resume=last")
+    )
+    ckpt = _load(resumed.run_dir / "checkpoints/last.ckpt")
+    sched = ckpt["lr_schedulers"][0]
+    assert sched["T_max"] == 3
+    lr = ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(sched["eta_min"]), (lr, sched)
