@@ -50,7 +50,7 @@ def _linear(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) 
         USE_ONEDNN
         and _ONEDNN_LINEAR is not None
         and a.dtype == torch.float32
-        and not a.is_cuda
+        and a.device.type == "cpu"
         and a.numel() > 0
     ):
         return _ONEDNN_LINEAR(a, w, bias, "none", [], "")
@@ -192,11 +192,11 @@ class _BiGRUSummed(torch.autograd.Function):
         gh_n = x.new_empty(2, steps, batch, c)
         if c >= PER_DIRECTION_MIN_WIDTH:
             for d in (0, 1):
-                one = slice(d, d + 1)
+                own = slice(d, d + 1)  # direction d alone, keeping the leading D axis
                 _recurrence(
                     gi[d],
                     lambda h, d=d: _linear(h[0], w_hh[d], b_hh[d])[None],
-                    hs[one], rz_all[one], n_all[one], gh_n[one],
+                    hs[own], rz_all[own], n_all[own], gh_n[own],
                 )  # fmt: skip
         else:
             w_t, b = w_hh.transpose(1, 2), b_hh[:, None, :]
@@ -233,12 +233,12 @@ class _BiGRUSummed(torch.autograd.Function):
         grad_n = hs.new_empty(2, steps, batch, c)
         if c >= PER_DIRECTION_MIN_WIDTH:
             for d in (0, 1):
-                one = slice(d, d + 1)
+                own = slice(d, d + 1)
                 w_t = w_hh[d].t().contiguous()  # (C, 3C)
                 _through_time(
-                    grad_hs[one], a_n[one], a_z[one], a_r[one], r[one], z[one],
+                    grad_hs[own], a_n[own], a_z[own], a_r[own], r[own], z[own],
                     lambda acc, g, w_t=w_t: acc.add_(_linear(g[0], w_t)),
-                    grad_gh[one], grad_n[one],
+                    grad_gh[own], grad_n[own],
                 )  # fmt: skip
         else:
             _through_time(

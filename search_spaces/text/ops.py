@@ -15,6 +15,7 @@ Two reference behaviours are switchable (README, "Faithful and fixed behaviour")
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -50,14 +51,20 @@ def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor | None:
     Lanes 0-2 of ``random_()``'s [0, 2^63) hold 16 random bits, lane 3 (the sign half) 15.
     """
     k = round((1.0 - p) * 32768)
-    if x.dtype != torch.float32 or x.is_cuda or not _LITTLE_ENDIAN or not 0 < k < 32768:
+    if x.dtype != torch.float32 or x.device.type != "cpu" or not _LITTLE_ENDIAN or not 0 < k < 32768:
         return None
     n = x.numel()
     lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16).view(-1, 4)
-    threshold = torch.tensor([2 * k - 32768] * 3 + [k], dtype=torch.int16)
     keep = torch.empty(lanes.shape, dtype=x.dtype)
-    torch.lt(lanes, threshold, out=keep)
+    torch.lt(lanes, _lane_thresholds(k), out=keep)
     return keep.view(-1)[:n].view(x.shape).mul_(32768 / k)
+
+
+@functools.cache
+def _lane_thresholds(k: int) -> torch.Tensor:
+    """Per-lane thresholds for keep probability k / 32768: the full 16-bit lanes 0-2 are
+    uniform on [-32768, 32768), lane 3 on [0, 32768)."""
+    return torch.tensor([2 * k - 32768] * 3 + [k], dtype=torch.int16)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

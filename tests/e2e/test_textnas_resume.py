@@ -74,9 +74,9 @@ def test_resume_is_bit_identical_to_uninterrupted(schedule, sst_dir, tiny_arch, 
 
 
 def test_resume_with_more_epochs_keeps_a_cosine_schedule_annealed(sst_dir, tiny_arch, tmp_path):
-    """optim.schedule=cosine, 1 epoch, then resume=last with max_epochs=3: the restored
+    """optim.schedule=cosine, 1 epoch, then resume=last with max_epochs=4: the restored
     CosineAnnealingLR follows the new max_epochs instead of climbing back up past its old T_max
-    (a cosine with T_max=1 is back at the full learning rate at epoch 2)."""
+    (a cosine with T_max=1 is periodic: back at the full learning rate after epochs 2 and 4)."""
     common = [
         f"data.root={sst_dir}",
         f"model.architecture={tiny_arch}",
@@ -85,10 +85,10 @@ def test_resume_with_more_epochs_keeps_a_cosine_schedule_annealed(sst_dir, tiny_
     ]
     train("textnas_train_synthetic", tiny(tmp_path, *common, "trainer.max_epochs=1"))
     resumed = train(
-        "textnas_train_synthetic", tiny(tmp_path, *common, "trainer.max_epochs=3", "resume=last")
+        "textnas_train_synthetic", tiny(tmp_path, *common, "trainer.max_epochs=4", "resume=last")
     )
     ckpt = _load(resumed.run_dir / "checkpoints/last.ckpt")
     sched = ckpt["lr_schedulers"][0]
-    assert sched["T_max"] == 3
+    assert sched["T_max"] == 4
     lr = ckpt["optimizer_states"][0]["param_groups"][0]["lr"]
     assert lr == pytest.approx(sched["eta_min"]), (lr, sched)
