@@ -95,6 +95,30 @@ def _reverse_time(
 # Python-level ops, fastest when per-op overhead dominates). Same numbers either way.
 PER_DIRECTION_MIN_WIDTH = 128
 
+# oneDNN's weight prepacking: a plain weight is reordered into oneDNN's blocked layout on every
+# call; the recurrent weight is used at every step, so it is packed once per pass instead.
+_ONEDNN_PACK = (
+    getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
+    if torch.backends.mkldnn.is_available()
+    else None
+)
+
+
+def _step_linear(
+    w: torch.Tensor, bias: torch.Tensor | None, batch: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``h -> h @ w.T + bias`` for the per-step products of one direction, h (batch, K)."""
+    if (
+        USE_ONEDNN
+        and _ONEDNN_LINEAR is not None
+        and w.dtype == torch.float32
+        and w.device.type == "cpu"
+        and batch > 0
+    ):
+        packed = _ONEDNN_PACK(w, batch) if _ONEDNN_PACK is not None else w
+        return lambda h: _ONEDNN_LINEAR(h, packed, bias, "none", [], "")
+    return lambda h: F.linear(h, w, bias)
+
 
 def _recurrence(
     gi: torch.Tensor,
@@ -104,18 +128,24 @@ def _recurrence(
     n_all: torch.Tensor,
     gh_n: torch.Tensor,
 ) -> None:
-    """The forward recurrence of D directions at once: gi (D, L, B, 3C) input gates,
-    ``matmul(h)`` (D, B, C) -> h W_hh^T + b_hh (D, B, 3C). Fills hs, rz_all (r and z), n_all and
-    gh_n (W_hn h + b_hn), each (D, L, B, *), for the backward pass."""
-    dirs, steps, batch, c = hs.shape
-    h = hs.new_zeros(dirs, batch, c)
-    for t in range(steps):
-        gh = matmul(h)
-        rz = torch.add(gi[:, t, :, : 2 * c], gh[..., : 2 * c], out=rz_all[:, t]).sigmoid_()
-        n = torch.addcmul(gi[:, t, :, 2 * c :], rz[..., :c], gh[..., 2 * c :], out=n_all[:, t])
-        n.tanh_()
-        gh_n[:, t].copy_(gh[..., 2 * c :])
-        h = torch.lerp(n, h, rz[..., c:], out=hs[:, t])  # n + z (h - n)
+    """The forward recurrence over the leading (step) axis: gi (L, ..., 3C) input gates,
+    ``matmul(h)`` h (..., C) -> h W_hh^T + b_hh (..., 3C). Fills hs, rz_all (r and z), n_all and
+    gh_n (W_hn h + b_hn), each (L, ..., *), for the backward pass.
+
+    Every per-step view is made up front (one ``unbind`` per tensor): indexing in the loop costs
+    more Python time than the small element-wise ops themselves.
+    """
+    c = hs.shape[-1]
+    gi_rz, gi_n = gi[..., : 2 * c].unbind(0), gi[..., 2 * c :].unbind(0)
+    r, z = rz_all[..., :c].unbind(0), rz_all[..., c:].unbind(0)
+    steps = zip(gi_rz, gi_n, rz_all.unbind(0), r, z, n_all.unbind(0), gh_n.unbind(0), hs.unbind(0))
+    h = hs.new_zeros(hs.shape[1:])
+    for gi_rz_t, gi_n_t, rz_t, r_t, z_t, n_t, gh_n_t, h_t in steps:
+        gh_rz_t, gh_n_new = matmul(h).split((2 * c, c), -1)
+        torch.add(gi_rz_t, gh_rz_t, out=rz_t).sigmoid_()
+        torch.addcmul(gi_n_t, r_t, gh_n_new, out=n_t).tanh_()
+        gh_n_t.copy_(gh_n_new)
+        h = torch.lerp(n_t, h, z_t, out=h_t)  # n + z (h - n)
 
 
 def _through_time(
@@ -129,20 +159,26 @@ def _through_time(
     grad_gh: torch.Tensor,
     grad_n: torch.Tensor,
 ) -> None:
-    """Backward through time of D directions, all tensors (D, L, B, *): fills grad_gh (the
-    gradient of W_hh h + b_hh) and grad_n (of the n gate's pre-activation).
-    ``add_matmul(acc, g)`` = acc + g W_hh for g (D, B, 3C)."""
+    """Backward through time over the leading (step) axis, all tensors (L, ..., *): fills
+    grad_gh (the gradient of W_hh h + b_hh) and grad_n (of the n gate's pre-activation).
+    ``add_matmul(acc, g)`` = acc + g W_hh for g (..., 3C)."""
     c = grad_n.shape[-1]
-    steps = grad_hs.shape[1]
-    dh = grad_hs[:, steps - 1]
-    for t in range(steps - 1, -1, -1):
-        gg = grad_gh[:, t]
-        dn = torch.mul(dh, a_n[:, t], out=grad_n[:, t])
-        torch.mul(dh, a_z[:, t], out=gg[..., c : 2 * c])
-        torch.mul(dn, a_r[:, t], out=gg[..., :c])
-        torch.mul(dn, r[:, t], out=gg[..., 2 * c :])
+    steps = list(
+        zip(
+            grad_hs.unbind(0), a_n.unbind(0), a_z.unbind(0), a_r.unbind(0), r.unbind(0),
+            z.unbind(0), grad_gh.unbind(0), grad_gh[..., :c].unbind(0),
+            grad_gh[..., c : 2 * c].unbind(0), grad_gh[..., 2 * c :].unbind(0), grad_n.unbind(0),
+        )
+    )  # fmt: skip
+    dh = steps[-1][0]
+    for t in range(len(steps) - 1, -1, -1):
+        _, a_n_t, a_z_t, a_r_t, r_t, z_t, gg, gg_r, gg_z, gg_n, grad_n_t = steps[t]
+        dn = torch.mul(dh, a_n_t, out=grad_n_t)
+        torch.mul(dh, a_z_t, out=gg_z)
+        torch.mul(dn, a_r_t, out=gg_r)
+        torch.mul(dn, r_t, out=gg_n)
         if t > 0:
-            dh = add_matmul(torch.addcmul(grad_hs[:, t - 1], dh, z[:, t]), gg)
+            dh = add_matmul(torch.addcmul(steps[t - 1][0], dh, z_t), gg)
 
 
 def _parameter_and_input_grads(
@@ -182,25 +218,26 @@ class _BiGRUSummed(torch.autograd.Function):
         xs = x.new_empty(2, steps, batch, c)
         xs[0] = x.permute(2, 0, 1)
         _reverse_time(xs[0], index, out=xs[1])
-        gi = [
-            _linear(xs[d].view(steps * batch, c), w_ih[d], b_ih[d]).view(1, steps, batch, 3 * c)
-            for d in (0, 1)
-        ]
+        flat = xs.view(2, steps * batch, c)
+        gi = tuple(_linear(flat[d], w_ih[d], b_ih[d]) for d in (0, 1))
+        gi = torch.stack(gi).view(2, steps, batch, 3 * c) if c < PER_DIRECTION_MIN_WIDTH else gi
         hs = x.new_empty(2, steps, batch, c)
         rz_all = x.new_empty(2, steps, batch, 2 * c)
         n_all = x.new_empty(2, steps, batch, c)
         gh_n = x.new_empty(2, steps, batch, c)
         if c >= PER_DIRECTION_MIN_WIDTH:
             for d in (0, 1):
-                own = slice(d, d + 1)  # direction d alone, keeping the leading D axis
                 _recurrence(
-                    gi[d],
-                    lambda h, d=d: _linear(h[0], w_hh[d], b_hh[d])[None],
-                    hs[own], rz_all[own], n_all[own], gh_n[own],
+                    gi[d].view(steps, batch, 3 * c), _step_linear(w_hh[d], b_hh[d], batch),
+                    hs[d], rz_all[d], n_all[d], gh_n[d],
                 )  # fmt: skip
         else:
+            # Both directions at once: step-major views (L, 2, B, *) of the (2, L, B, *) storage.
             w_t, b = w_hh.transpose(1, 2), b_hh[:, None, :]
-            _recurrence(torch.cat(gi), lambda h: torch.baddbmm(b, h, w_t), hs, rz_all, n_all, gh_n)
+            _recurrence(
+                gi.transpose(0, 1), lambda h: torch.baddbmm(b, h, w_t),
+                *(t.transpose(0, 1) for t in (hs, rz_all, n_all, gh_n)),
+            )  # fmt: skip
         ctx.reversal = index
         ctx.save_for_backward(xs, w_ih, w_hh, hs, rz_all, n_all, gh_n)
         out = torch.add(hs[0], _reverse_time(hs[1], index))  # (L, B, C) in time order
@@ -233,18 +270,17 @@ class _BiGRUSummed(torch.autograd.Function):
         grad_n = hs.new_empty(2, steps, batch, c)
         if c >= PER_DIRECTION_MIN_WIDTH:
             for d in (0, 1):
-                own = slice(d, d + 1)
-                w_t = w_hh[d].t().contiguous()  # (C, 3C)
+                matmul = _step_linear(w_hh[d].t().contiguous(), None, batch)  # g (B, 3C) -> g W_hh
                 _through_time(
-                    grad_hs[own], a_n[own], a_z[own], a_r[own], r[own], z[own],
-                    lambda acc, g, w_t=w_t: acc.add_(_linear(g[0], w_t)),
-                    grad_gh[own], grad_n[own],
+                    grad_hs[d], a_n[d], a_z[d], a_r[d], r[d], z[d],
+                    lambda acc, g, matmul=matmul: acc.add_(matmul(g)),
+                    grad_gh[d], grad_n[d],
                 )  # fmt: skip
         else:
             _through_time(
-                grad_hs, a_n, a_z, a_r, r, z,
+                *(t.transpose(0, 1) for t in (grad_hs, a_n, a_z, a_r, r, z)),
                 lambda acc, g: torch.baddbmm(acc, g, w_hh),
-                grad_gh, grad_n,
+                *(t.transpose(0, 1) for t in (grad_gh, grad_n)),
             )  # fmt: skip
         grads = [
             _parameter_and_input_grads(grad_gh[d], grad_n[d], xs[d], hs[d], w_ih[d]) for d in (0, 1)

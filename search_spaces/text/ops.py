@@ -51,7 +51,12 @@ def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor | None:
     Lanes 0-2 of ``random_()``'s [0, 2^63) hold 16 random bits, lane 3 (the sign half) 15.
     """
     k = round((1.0 - p) * 32768)
-    if x.dtype != torch.float32 or x.device.type != "cpu" or not _LITTLE_ENDIAN or not 0 < k < 32768:
+    if (
+        x.dtype != torch.float32
+        or x.device.type != "cpu"
+        or not _LITTLE_ENDIAN
+        or not 0 < k < 32768
+    ):
         return None
     n = x.numel()
     lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16).view(-1, 4)
@@ -95,13 +100,23 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     """
 
     def __init__(
-        self, num_features: int, masked: bool = False, eps: float = 1e-5, momentum: float = 0.1
+        self,
+        num_features: int,
+        masked: bool = False,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
     ):
-        super().__init__(num_features, eps=eps, momentum=momentum)
+        super().__init__(
+            num_features, eps, momentum, affine=affine, track_running_stats=track_running_stats
+        )
         self.masked = masked
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         if not (self.masked and self.training and mask is not None):
+            if self.training and _fast_cpu(x) and x.dim() == 3 and self.momentum is not None:
+                return self._train_forward_cpu(x)
             return super().forward(x)
         count = mask.sum() * 1.0
         mean = (x * mask).sum(dim=(0, 2)) / count
@@ -115,6 +130,59 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
                 self.num_batches_tracked.add_(1)
         y = (x - mean[None, :, None]) * torch.rsqrt(var + self.eps)[None, :, None]
         return y * self.weight[None, :, None] + self.bias[None, :, None]
+
+    def _train_forward_cpu(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-mode ``nn.BatchNorm1d`` on (B, C, L) float32 CPU input, same numbers.
+
+        PyTorch's CPU kernel reduces each channel with a strided loop; here the statistics are
+        plain reductions over (B, L) and the normalisation one fused pass, about half the
+        forward time at C=256. The backward is PyTorch's own (:class:`_BatchNormTrain`).
+        """
+        y, mean, var = _BatchNormTrain.apply(x, self.weight, self.bias, self.eps)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                count = x.numel() // x.shape[1]
+                unbiased = var * (count / max(count - 1, 1))
+                self.num_batches_tracked.add_(1)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(unbiased, self.momentum)
+        return y
+
+
+def _per_channel(v: torch.Tensor, length: int) -> torch.Tensor:
+    """(C,) -> contiguous (C, L): broadcasting it over the batch only is a fast inner loop,
+    broadcasting a (C, 1) column over L is not (TensorIterator, measured 4x slower)."""
+    return v[:, None].expand(v.shape[0], length).contiguous()
+
+
+class _BatchNormTrain(torch.autograd.Function):
+    """Batch statistics and normalisation of x (B, C, L): returns y and the batch mean and
+    biased variance (for the running statistics; not differentiable)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):  # type: ignore[override]
+        length = x.shape[2]
+        count = x.numel() // x.shape[1]
+        mean = x.sum((0, 2)).div_(count)
+        centred = torch.sub(x, _per_channel(mean, length))
+        var = torch.mul(centred, centred).sum((0, 2)).div_(count)  # two-pass: no cancellation
+        invstd = var.add(eps).rsqrt_()
+        scale = invstd if weight is None else invstd * weight
+        shift = torch.zeros_like(mean) if bias is None else bias
+        y = torch.addcmul(_per_channel(shift, length), centred, _per_channel(scale, length))
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.eps = eps
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, grad, _grad_mean, _grad_var):  # type: ignore[override]
+        x, weight, mean, invstd = ctx.saved_tensors
+        needs = list(ctx.needs_input_grad[:3])
+        grad_x, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+            grad.contiguous(), x, weight, None, None, mean, invstd, True, ctx.eps, needs
+        )
+        return grad_x, grad_w, grad_b, None
 
 
 class ConvBN(nn.Module):
@@ -139,11 +207,63 @@ class ConvBN(nn.Module):
         return self.dropout(F.relu(x))
 
 
+def _fast_cpu(x: torch.Tensor) -> bool:
+    """Whether the CPU float32 formulations below apply (elsewhere the stock kernels run)."""
+    return x.dtype == torch.float32 and x.device.type == "cpu"
+
+
+def avg_pool3(x: torch.Tensor) -> torch.Tensor:
+    """``F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=True)`` of x (B, C, L).
+
+    On CPU in float32 it runs as a depthwise convolution with weights 1/3 (oneDNN): the same
+    average up to rounding (a/3 + b/3 + c/3 instead of (a + b + c)/3), about nine times
+    cheaper forward plus backward than the pooling kernel at C=256 (README.md, "Speed").
+    """
+    if not _fast_cpu(x):
+        return F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=True)
+    weight = x.new_full((x.shape[1], 1, 3), 1.0 / 3.0)
+    return F.conv1d(x, weight, padding=1, groups=x.shape[1])
+
+
+class _MaxPool3(torch.autograd.Function):
+    """Max pooling, window 3, stride 1, padding 1, over the last axis: the forward is PyTorch's
+    kernel without indices; the backward finds which window element each output took by
+    comparison, leftmost first as PyTorch's kernel does on ties. PyTorch's training-mode path
+    computes and stores int64 indices instead, about five times slower at C=256."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        y = F.max_pool1d(x, 3, stride=1, padding=1)
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        x, y = ctx.saved_tensors
+        # Output t took x[t-1] (left), else x[t] (centre), else x[t+1] (right).
+        left = torch.zeros_like(y, dtype=torch.bool)
+        torch.eq(x[..., :-1], y[..., 1:], out=left[..., 1:])
+        centre = torch.eq(x, y).logical_and_(~left)
+        right = (left | centre).logical_not_()
+        grad_x = grad * centre
+        grad_x[..., :-1] += grad[..., 1:] * left[..., 1:]
+        grad_x[..., 1:] += grad[..., :-1] * right[..., :-1]
+        return grad_x
+
+
+def max_pool3(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool1d(x, 3, stride=1, padding=1)`` of x (B, C, L), with the cheaper backward of
+    :class:`_MaxPool3` on CPU when a gradient is needed (same values, same gradient routing)."""
+    if x.device.type == "cpu" and x.requires_grad and torch.is_grad_enabled():
+        return _MaxPool3.apply(x)
+    return F.max_pool1d(x, 3, stride=1, padding=1)
+
+
 class AvgPool(nn.Module):
     """AvgPool1d(3, stride 1, pad 1, count_include_pad) -> mask (op 4)."""
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return apply_mask(F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=True), mask)
+        return apply_mask(avg_pool3(x), mask)
 
 
 class MaxPool(nn.Module):
@@ -160,9 +280,9 @@ class MaxPool(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.ignores_padding and mask is not None:
             padding = mask == 0
-            pooled = F.max_pool1d(x.masked_fill(padding, float("-inf")), 3, stride=1, padding=1)
+            pooled = max_pool3(x.masked_fill(padding, float("-inf")))
             return pooled.masked_fill(padding, 0.0)  # not a multiply: -inf * 0 is nan
-        return apply_mask(F.max_pool1d(x, 3, stride=1, padding=1), mask)
+        return apply_mask(max_pool3(x), mask)
 
 
 class RecurrentOp(nn.Module):

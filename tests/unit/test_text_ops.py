@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from search_spaces.text import OP_NAMES
 from search_spaces.text.ops import (
     MaskedBatchNorm1d,
     SelfAttention,
+    avg_pool3,
     build_op,
+    max_pool3,
     reference_attention,
 )
 
@@ -173,3 +176,105 @@ def test_fast_dropout_gradients_and_fallbacks() -> None:
     # A keep probability too close to 0 or 1 for 15 bits falls back to the exact kernel.
     y = Dropout(1e-6).train()(torch.ones(1000))
     torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - 1e-6)))
+
+
+def _tied(seed: int, shape=(4, 8, 12)) -> torch.Tensor:
+    """Small integers after a ReLU: many exact ties inside pooling windows, and zeros."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(-2, 3, shape, generator=g).double().relu()
+
+
+@pytest.mark.parametrize("make", ["random", "tied", "constant", "minus_inf_padding"])
+def test_max_pool3_matches_max_pool1d_values_and_gradient_routing(make: str) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = {
+        "random": lambda: torch.randn(4, 8, 12, generator=g, dtype=torch.float64),
+        "tied": lambda: _tied(2),
+        "constant": lambda: torch.full((2, 3, 7), 0.5, dtype=torch.float64),
+        "minus_inf_padding": lambda: torch.randn(
+            4, 8, 12, generator=g, dtype=torch.float64
+        ).index_fill(2, torch.tensor([9, 10, 11]), float("-inf")),
+    }[make]()
+    grad = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    ours = x.clone().requires_grad_()
+    theirs = x.clone().requires_grad_()
+    y_ours = max_pool3(ours)
+    y_theirs = F.max_pool1d(theirs, 3, stride=1, padding=1)
+    assert torch.equal(y_ours, y_theirs)
+    y_ours.backward(grad)
+    y_theirs.backward(grad)
+    # The same element receives each output's gradient (leftmost maximum on ties), so the sums
+    # agree up to the order of additions.
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=1e-12)
+
+
+def test_max_pool3_float32_and_no_grad_paths() -> None:
+    x = torch.randn(2, 5, 9).relu().requires_grad_()
+    y = max_pool3(x)
+    assert y.grad_fn is not None and "MaxPool3" in type(y.grad_fn).__name__
+    with torch.no_grad():
+        assert torch.equal(max_pool3(x), F.max_pool1d(x, 3, stride=1, padding=1))
+    x_ref = x.detach().clone().requires_grad_()
+    y.sum().backward()
+    F.max_pool1d(x_ref, 3, stride=1, padding=1).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_avg_pool3_matches_avg_pool1d_with_padding_counted(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 6, 10, generator=g).to(dtype)
+    grad = torch.randn(x.shape, generator=g).to(dtype)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours = avg_pool3(ours)
+    y_theirs = F.avg_pool1d(theirs, 3, stride=1, padding=1, count_include_pad=True)
+    if dtype == torch.float32:  # the depthwise-convolution path: equal up to rounding
+        torch.testing.assert_close(y_ours, y_theirs, rtol=1e-6, atol=1e-6)
+    else:  # the stock kernel
+        assert torch.equal(y_ours, y_theirs)
+    # Edges count the zero padding: (0 + x0 + x1) / 3.
+    torch.testing.assert_close(y_ours[..., 0], (x[..., 0] + x[..., 1]) / 3, rtol=1e-2, atol=1e-6)
+    y_ours.backward(grad)
+    y_theirs.backward(grad)
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("affine,track", [(True, True), (False, True), (True, False)])
+def test_cpu_batchnorm_training_path_matches_nn_batchnorm(affine: bool, track: bool) -> None:
+    """MaskedBatchNorm1d's own float32 training path against nn.BatchNorm1d over three steps:
+    outputs, input and parameter gradients, running statistics and the batch counter."""
+    g = torch.Generator().manual_seed(4)
+    ours = MaskedBatchNorm1d(12, affine=affine, track_running_stats=track)
+    theirs = torch.nn.BatchNorm1d(12, affine=affine, track_running_stats=track)
+    if affine:
+        with torch.no_grad():
+            theirs.weight.uniform_(0.5, 1.5, generator=g)
+            theirs.bias.uniform_(-1.0, 1.0, generator=g)
+    ours.load_state_dict(theirs.state_dict())
+    for _ in range(3):
+        x = (torch.randn(5, 12, 7, generator=g) * 3.0 + 2.0).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        grad = torch.randn(x.shape, generator=g)
+        y, y_ref = ours(x), theirs(x_ref)
+        torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+        y.backward(grad)
+        y_ref.backward(grad)
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    for name, tensor in theirs.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[name], tensor, rtol=1e-6, atol=1e-6)
+    if affine:
+        torch.testing.assert_close(ours.weight.grad, theirs.weight.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours.bias.grad, theirs.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_batchnorm_is_stable_for_a_large_mean() -> None:
+    """Two-pass statistics: a mean of 1e4 with unit spread loses nothing (a one-pass
+    E[x^2] - E[x]^2 in float32 would lose the variance entirely)."""
+    g = torch.Generator().manual_seed(5)
+    x64 = torch.randn(8, 4, 16, generator=g, dtype=torch.float64) + 1e4
+    bn = MaskedBatchNorm1d(4)
+    y = bn(x64.float())
+    mean = x64.mean((0, 2), keepdim=True)
+    var = x64.var((0, 2), unbiased=False, keepdim=True)
+    expected = (x64 - mean) / torch.sqrt(var + bn.eps)
+    torch.testing.assert_close(y.double(), expected, rtol=0, atol=2e-3)
