@@ -57,6 +57,18 @@ def _linear(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) 
     return F.linear(a, w, bias)
 
 
+def _to_steps(x: torch.Tensor, out: torch.Tensor) -> None:
+    """(B, C, L) -> (L, B, C) into ``out``, in two moves: the per-sentence transpose to (B, L, C)
+    and then whole rows of C. A single strided copy is slower (measured 0.2 ms against 0.17 ms
+    at B=32, C=256, L=64; 0.43 against 0.13 ms for the way back)."""
+    out.copy_(x.transpose(1, 2).contiguous().transpose(0, 1))
+
+
+def _from_steps(y: torch.Tensor) -> torch.Tensor:
+    """(L, B, C) -> contiguous (B, C, L), in two moves as :func:`_to_steps`."""
+    return y.transpose(0, 1).contiguous().transpose(1, 2).contiguous()
+
+
 def reverse_index(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(B, L) index that reverses each sequence's first ``length`` steps and keeps the rest."""
     t = torch.arange(max_len, device=lengths.device)[None, :]
@@ -216,7 +228,7 @@ class _BiGRUSummed(torch.autograd.Function):
         batch, c, steps = x.shape
         # Inputs in step order, direction-major: xs[1] is each sequence reversed in time.
         xs = x.new_empty(2, steps, batch, c)
-        xs[0] = x.permute(2, 0, 1)
+        _to_steps(x, out=xs[0])
         _reverse_time(xs[0], index, out=xs[1])
         flat = xs.view(2, steps * batch, c)
         gi = tuple(_linear(flat[d], w_ih[d], b_ih[d]) for d in (0, 1))
@@ -241,7 +253,7 @@ class _BiGRUSummed(torch.autograd.Function):
         ctx.reversal = index
         ctx.save_for_backward(xs, w_ih, w_hh, hs, rz_all, n_all, gh_n)
         out = torch.add(hs[0], _reverse_time(hs[1], index))  # (L, B, C) in time order
-        return out.permute(1, 2, 0).contiguous()
+        return _from_steps(out)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -249,7 +261,7 @@ class _BiGRUSummed(torch.autograd.Function):
         index = ctx.reversal
         _, steps, batch, c = hs.shape
         grad_hs = hs.new_empty(2, steps, batch, c)
-        grad_hs[0] = grad_out.permute(2, 0, 1)
+        _to_steps(grad_out, out=grad_hs[0])
         _reverse_time(grad_hs[0], index, out=grad_hs[1])
 
         # Local derivatives of all steps and both directions at once (large, efficient ops):
@@ -286,7 +298,7 @@ class _BiGRUSummed(torch.autograd.Function):
             _parameter_and_input_grads(grad_gh[d], grad_n[d], xs[d], hs[d], w_ih[d]) for d in (0, 1)
         ]
         gx = [g[0].view(steps, batch, c) for g in grads]
-        grad_x = torch.add(gx[0], _reverse_time(gx[1], index)).permute(1, 2, 0)
+        grad_x = _from_steps(torch.add(gx[0], _reverse_time(gx[1], index)))
         grad_w_ih, grad_b_ih, grad_w_hh, grad_b_hh = (
             torch.stack([grads[0][i], grads[1][i]]) for i in range(1, 5)
         )
