@@ -36,6 +36,16 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask
 
 
+def _fast_cpu(x: torch.Tensor) -> bool:
+    """Whether the CPU float32 formulations below apply (elsewhere the stock kernels run).
+
+    Not under CPU autocast: there a convolution would run in bf16 where the stock pooling and
+    BatchNorm kernels keep float32."""
+    return (
+        x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    )
+
+
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -132,7 +142,8 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         return y * self.weight[None, :, None] + self.bias[None, :, None]
 
     def _train_forward_cpu(self, x: torch.Tensor) -> torch.Tensor:
-        """Training-mode ``nn.BatchNorm1d`` on (B, C, L) float32 CPU input, same numbers.
+        """Training-mode ``nn.BatchNorm1d`` on (B, C, L) float32 CPU input, the same numbers up to
+        rounding.
 
         PyTorch's CPU kernel reduces each channel with a strided loop; here the statistics are
         plain reductions over (B, L) and the normalisation one fused pass, about half the
@@ -205,11 +216,6 @@ class ConvBN(nn.Module):
         x = apply_mask(self.conv(x), mask)
         x = apply_mask(self.bn(x, mask), mask)
         return self.dropout(F.relu(x))
-
-
-def _fast_cpu(x: torch.Tensor) -> bool:
-    """Whether the CPU float32 formulations below apply (elsewhere the stock kernels run)."""
-    return x.dtype == torch.float32 and x.device.type == "cpu"
 
 
 def avg_pool3(x: torch.Tensor) -> torch.Tensor:

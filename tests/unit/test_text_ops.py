@@ -278,3 +278,15 @@ def test_cpu_batchnorm_is_stable_for_a_large_mean() -> None:
     var = x64.var((0, 2), unbiased=False, keepdim=True)
     expected = (x64 - mean) / torch.sqrt(var + bn.eps)
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=2e-3)
+
+
+def test_fast_cpu_paths_step_aside_under_cpu_autocast() -> None:
+    """Under bf16 autocast the depthwise convolution would run in bf16; the stock average pool
+    and BatchNorm stay in float32, so they are used there."""
+    x = torch.randn(2, 8, 10)
+    bn = MaskedBatchNorm1d(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = avg_pool3(x)
+        normed = bn(x)
+    assert pooled.dtype == torch.float32 and normed.dtype == torch.float32
+    assert torch.equal(pooled, F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=True))
