@@ -72,12 +72,15 @@ def test_reverse_index() -> None:
 
 
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("onednn", ["packed", "unpacked", "off"])
 def test_float32_paths_match_float64_reference(
-    padded: bool, onednn: bool, loop: str, monkeypatch
+    padded: bool, onednn: str, loop: str, monkeypatch
 ) -> None:
-    """The fp32 kernel (oneDNN matmuls, or the BLAS fallback) against nn.GRU in float64."""
-    monkeypatch.setattr(bigru, "USE_ONEDNN", onednn)
+    """The fp32 kernel (oneDNN matmuls with the recurrent weight prepacked or plain, or the BLAS
+    fallback) against nn.GRU in float64."""
+    monkeypatch.setattr(bigru, "USE_ONEDNN", onednn != "off")
+    if onednn == "unpacked":  # a torch without oneDNN's weight prepacking
+        monkeypatch.setattr(bigru, "_ONEDNN_PACK", None)
     torch.manual_seed(1)
     b, length, c = 6, 13, 16
     gru = torch.nn.GRU(c, c, batch_first=True, bidirectional=True)
