@@ -1,6 +1,9 @@
-"""Shared test settings: no W&B network, a clean suite environment, the ``gpu`` marker."""
+"""Shared test settings: no W&B network, a clean suite environment, the ``gpu`` marker, and the
+``one_thread`` fixture for tests of tiny networks."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,6 +24,21 @@ def _suite_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "RANK",
     ):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for the module's runs.
+
+    The networks here are tiny; with 2 threads on a 2-core machine that is also running
+    something else, every small op waits for the busy core (measured: the released
+    architecture at C=32 took 3.6 s per training step with 2 threads and a competing
+    process, 0.018 s with 1 thread).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

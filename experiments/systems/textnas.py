@@ -51,11 +51,10 @@ class TextDataConfig:
 
 
 @dataclass
-class TextNASModelConfig:
-    """The fixed network: an architecture file (or a shipped name) and its options."""
+class TextNetworkConfig:
+    """The network options of :class:`~search_spaces.text.TextNASOptions` as typed config keys
+    (shared by the retrained network and the search's supernet)."""
 
-    architecture: str = "released"  # a shipped name, or a .yaml / NNI .json / official .txt file
-    init_from: Optional[str] = None  # a textnas_search checkpoint: start from its shared weights
     width: int = 256
     embed_dim: int = 300
     embed_keep: float = 0.8
@@ -67,6 +66,14 @@ class TextNASModelConfig:
     masked_bn: bool = False  # True: BatchNorm statistics over real tokens only (fixed)
     maxpool_ignores_padding: bool = False  # True: max pool never sees padding (fixed)
     pool: str = "mean"
+
+
+@dataclass
+class TextNASModelConfig(TextNetworkConfig):
+    """The fixed network: an architecture file (or a shipped name) and its options."""
+
+    architecture: str = "released"  # a shipped name, or a .yaml / NNI .json / official .txt file
+    init_from: Optional[str] = None  # a textnas_search checkpoint: start from its shared weights
 
 
 @dataclass
@@ -99,9 +106,13 @@ class TextNASTrainConfig(RunConfig):
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor="auto", mode="max"))
 
 
+def check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"data.task: unknown task '{task}'; valid tasks: {', '.join(sorted(TASKS))}")
+
+
 def validate(cfg: DictConfig) -> None:
-    if cfg.data.task not in TASKS:
-        raise ConfigError(f"data.task: unknown task '{cfg.data.task}'; valid tasks: {', '.join(sorted(TASKS))}")
+    check_task(cfg.data.task)
     if cfg.model.width % 4:
         raise ConfigError(f"model.width must be divisible by the 4 attention heads, got {cfg.model.width}")
     if cfg.checkpoint.monitor == "auto":

@@ -39,7 +39,12 @@ from experiments.config import (
     to_yaml,
 )
 from experiments.registry import RunContext, SystemSpec
-from experiments.systems.textnas import TextDataConfig, checkpoint_vocab
+from experiments.systems.textnas import (
+    TextDataConfig,
+    TextNetworkConfig,
+    check_task,
+    checkpoint_vocab,
+)
 from experiments.systems.textnas import build_datamodule as build_text_datamodule
 from lightning_modules.textnas.derive import derive, write_derived
 from lightning_modules.textnas.search import STRATEGIES, TextNASSearchModule
@@ -48,23 +53,16 @@ from search_spaces.text.strategies import canonical_op_set
 
 
 @dataclass
-class SupernetConfig:
+class SupernetConfig(TextNetworkConfig):
     """The search space and the shared network (NNI search: 24 layers, k 5, C 256, keeps 0.5)."""
 
-    num_layers: int = 24
-    k: int = 5
-    ops: list[str] = field(default_factory=lambda: list(OP_NAMES))
-    width: int = 256
-    embed_dim: int = 300
     embed_keep: float = 0.5
     cnn_keep: float = 0.5
     rnn_keep: float = 0.5
     attention_keep: float = 0.5
-    final_keep: float = 1.0
-    post_bn: str = "always"  # "always" (NNI) or "with_skips" (official code)
-    masked_bn: bool = False
-    maxpool_ignores_padding: bool = False
-    pool: str = "mean"
+    num_layers: int = 24
+    k: int = 5
+    ops: list[str] = field(default_factory=lambda: list(OP_NAMES))
 
 
 @dataclass
@@ -150,10 +148,7 @@ def _several_devices(devices: Any, num_nodes: int) -> bool:
 
 def validate(cfg: DictConfig) -> None:
     s = cfg.supernet
-    if cfg.data.task not in TASKS:
-        raise ConfigError(
-            f"data.task: unknown task '{cfg.data.task}'; valid tasks: {', '.join(sorted(TASKS))}"
-        )
+    check_task(cfg.data.task)
     if TASKS[cfg.data.task].regression:
         raise ConfigError(
             f"data.task={cfg.data.task} is a regression task; the search reward is accuracy"

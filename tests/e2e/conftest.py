@@ -11,11 +11,10 @@ import hashlib
 import os
 import random
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from datamodules.synthetic.sentiment import write_synthetic_sst
 from search_spaces.text import Architecture
@@ -71,26 +70,6 @@ def cli_env(**extra: str) -> dict[str, str]:
 def python() -> str:
     """The interpreter running the tests (the project's venv)."""
     return sys.executable
-
-
-# ---------------------------------------------------------------------------------------------
-# Threads
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread for the module's runs.
-
-    The networks here are tiny; with 2 threads on a 2-core machine that is also running
-    something else, every small op waits for the busy core (measured: the released
-    architecture at C=32 took 3.6 s per training step with 2 threads and a competing
-    process, 0.018 s with 1 thread).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------

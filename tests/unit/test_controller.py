@@ -20,13 +20,7 @@ from search_spaces.text.architecture import OP_NAMES, STEM, Architecture, LayerS
 TINY = dict(num_layers=4, k=2, num_ops=3, hidden=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (10x slower on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(seed: int = 0, **kwargs) -> EnasController:

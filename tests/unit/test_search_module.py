@@ -20,12 +20,7 @@ VOCAB = 30
 TINY_NET = dict(width=8, embed_dim=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _examples(n: int, seed: int) -> list[dict]:

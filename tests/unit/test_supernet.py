@@ -22,13 +22,7 @@ SMALL = dict(width=16, embed_dim=8)
 NO_DROPOUT = dict(embed_keep=1.0, cnn_keep=1.0, rnn_keep=1.0, attention_keep=1.0, final_keep=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is several times faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _batch(b: int = 4, length: int = 10, pad: int = 5, seed: int = 0):
