@@ -12,6 +12,7 @@ written with a space (``(2 8 1\\/2)``) keeps only the part after the last space.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from collections.abc import Iterator
@@ -106,13 +107,32 @@ def read_split(
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line without its LF/CRLF) for every non-blank line."""
-    # newline="\n": split on LF only (a stray CR inside a field stays text), then drop CR.
-    with open(path, encoding="utf-8-sig", newline="\n") as f:
-        for number, line in enumerate(f, start=1):
+    """(1-based line number, line without its LF/CRLF) for every non-blank line.
+
+    Lines are split on LF only (a stray CR inside a field stays text, as with
+    ``newline="\\n"``) and decoded one by one, so bytes that are not UTF-8 end in a
+    :class:`DataError` naming the file and line instead of a ``UnicodeDecodeError``.
+    """
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise not_utf8(path, number, raw, e) from None
             line = line.rstrip("\n").rstrip("\r")
             if line.strip():
                 yield number, line
+
+
+def not_utf8(path: str | Path, number: int, raw: bytes, error: UnicodeDecodeError) -> DataError:
+    """The :class:`DataError` for line ``number`` of ``path`` (bytes ``raw``) not being UTF-8."""
+    bad = raw[error.start : min(error.end, error.start + 4)]
+    return DataError(
+        f"{path}:{number}: not UTF-8 (byte {bad!r} at byte {error.start + 1} of the line): "
+        "re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8 old > new if it is Latin-1"
+    )
 
 
 def read_tsv(

@@ -79,6 +79,18 @@ class Vocabulary:
     def __repr__(self) -> str:
         return f"Vocabulary({len(self)} tokens)"
 
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Tokens of ``ids`` (the inverse of :meth:`encode` up to ``<unk>``); an id outside the
+        vocabulary is a ``ValueError``."""
+        tokens = self._tokens
+        out = []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < len(tokens):
+                raise ValueError(f"id {i} is outside the vocabulary of {len(tokens)} tokens")
+            out.append(tokens[i])
+        return out
+
     def index(self, token: str) -> int:
         """The id of ``token`` (``UNK_ID`` if unknown)."""
         return self._ids.get(token, self.UNK_ID)
@@ -107,7 +119,8 @@ def load_glove(path: str | Path, vocab: Vocabulary, dim: int = 300, seed: int = 
     random. The file is
     streamed and only vocabulary rows are kept, so the 5 GB ``glove.840B.300d.txt`` needs no
     more memory than the result. Lines are split from the right, since 840B tokens can contain
-    spaces.
+    spaces. Lines that are not UTF-8 are skipped with one warning naming the file and the first
+    such line (their token cannot equal a vocabulary token, which were all read as UTF-8).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -121,8 +134,16 @@ def load_glove(path: str | Path, vocab: Vocabulary, dim: int = 300, seed: int = 
     weights[Vocabulary.PAD_ID] = 0.0
     missing = set(vocab.tokens) - {Vocabulary.PAD, Vocabulary.UNK}
     found = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
+    not_utf8, first_not_utf8 = 0, 0
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                # Such a token cannot equal a vocabulary token (those were read as UTF-8).
+                not_utf8 += 1
+                first_not_utf8 = first_not_utf8 or number
+                continue
             parts = line.rstrip().rsplit(" ", dim)
             if len(parts) != dim + 1 or (number == 1 and len(line.split()) != dim + 1):
                 values = len(line.split()) - 1
@@ -142,5 +163,12 @@ def load_glove(path: str | Path, vocab: Vocabulary, dim: int = 300, seed: int = 
             found += 1
             if not missing:
                 break
+    if not_utf8:
+        log.warning(
+            "%s:%d: not UTF-8, skipped (%d such lines in all%s): no vocabulary token can match "
+            "them; re-save the file as UTF-8 to use them",
+            path, first_not_utf8, not_utf8,
+            "" if missing else ", up to the last vocabulary token found",
+        )  # fmt: skip
     log.info("GloVe %s: %d of %d vocabulary tokens found", path.name, found, len(vocab) - 1)
     return weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -219,3 +220,132 @@ def test_trainer_sets_epochs(synthetic_root: Path) -> None:
     assert sorted(sum(first, [])) == sorted(sum(second, []))  # same examples
     assert first != second  # in a new order: Lightning called set_epoch(1)
     assert trainer.train_dataloader.batch_sampler.epoch == 1
+
+
+# ------------------------------------------------------------------ pad_to_max_length
+
+
+def _same_apart_from_padding(padded: dict, plain: dict, max_length: int) -> None:
+    assert torch.equal(padded["index"], plain["index"])
+    for ids, mask in (("ids", "mask"), ("ids_b", "mask_b")):
+        if ids not in plain:
+            continue
+        assert padded[ids].shape == (plain[ids].size(0), max_length)
+        assert torch.equal(padded[mask], padded[ids] != Vocabulary.PAD_ID)
+        width = plain[ids].size(1)
+        assert torch.equal(padded[ids][:, :width], plain[ids])
+        assert torch.equal(padded[mask][:, :width], plain[mask])
+        assert not padded[mask][:, width:].any() and not padded[ids][:, width:].any()
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_pad_to_max_length_train_and_eval(synthetic_root: Path, bucket: bool) -> None:
+    kwargs = dict(task="sst2", batch_size=16, max_length=12, bucket=bucket)
+    plain = GlueDataModule(str(synthetic_root), **kwargs)
+    padded = GlueDataModule(str(synthetic_root), pad_to_max_length=True, **kwargs)
+    for dm in (plain, padded):
+        dm.setup("fit")
+        dm.setup("test")
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        pairs = list(zip(getattr(padded, loader)(), getattr(plain, loader)()))
+        assert pairs and len(pairs) == len(getattr(plain, loader)())
+        for a, b in pairs:
+            _same_apart_from_padding(a, b, 12)
+            assert torch.equal(a.get("label", a["index"]), b.get("label", b["index"]))
+    # the texts that fill the batch's width in the plain loader still fit: no padding needed
+    assert any(b["mask"].all(dim=1).any() for b in padded.val_dataloader())
+
+
+def test_pad_to_max_length_pairs(tmp_path: Path) -> None:
+    root = write_rte(tmp_path)
+    plain = GlueDataModule(str(root), task="rte", batch_size=3, max_length=9)
+    padded = GlueDataModule(str(root), task="rte", batch_size=3, max_length=9,
+                            pad_to_max_length=True)  # fmt: skip
+    for dm in (plain, padded):
+        dm.setup("fit")
+    a, b = next(iter(padded.train_dataloader())), next(iter(plain.train_dataloader()))
+    assert a["ids"].shape == a["ids_b"].shape == (3, 9)
+    _same_apart_from_padding(a, b, 9)
+
+
+# ------------------------------------------------------------------ data_summary, write_preview
+
+
+def test_data_summary_shape_and_counts(synthetic_root: Path) -> None:
+    dm = GlueDataModule(str(synthetic_root), task="sst5", batch_size=16, max_length=8,
+                        pad_to_max_length=True, bucket=False)  # fmt: skip
+    with pytest.raises(RuntimeError, match="setup"):
+        dm.data_summary()
+    dm.setup("fit")
+    summary = dm.data_summary()
+    assert list(summary["splits"]) == ["train", "dev"]  # only what setup('fit') read
+    train = summary["splits"]["train"]
+    assert set(train) == {"size", "labels"}
+    assert train["size"] == len(dm.train_dataloader().dataset) == dm.stats["train"]["examples"]
+    assert train["size"] > 10 * 300  # the phrase instances training iterates over
+    assert list(train["labels"]) == list(dm.task_spec.class_names)
+    assert sum(train["labels"].values()) == train["size"]
+    seen = torch.cat([b["label"] for b in dm.val_dataloader()]).tolist()
+    dev = summary["splits"]["dev"]
+    assert dev["labels"] == {name: seen.count(i) for i, name in enumerate(dm.task_spec.class_names)}
+    info = summary["info"]
+    assert info["vocab_size"] == len(dm.vocab) and info["max_length"] == 8
+    assert info["padding"] == "max_length" and info["phrases"] is True
+    positions = sum(b["mask"].numel() for b in dm.train_dataloader())
+    real = sum(int(b["mask"].sum()) for b in dm.train_dataloader())
+    assert info["tokens"]["train"]["padding"] == pytest.approx(1 - real / positions, abs=1e-4)
+    assert info["tokens"]["train"]["truncated"] == dm.stats["train"]["truncated"] > 0
+    json.dumps(summary)  # plain JSON types only
+
+    dm.setup("test")  # test splits are reported once loaded; tree labels only when used
+    assert dm.data_summary()["splits"]["test"] == {"size": 80, "labels": {}}
+    shown = GlueDataModule(str(synthetic_root), task="sst5", use_test_labels=True)
+    shown.setup("test")
+    test = shown.data_summary()["splits"]["test"]
+    assert sum(test["labels"].values()) == test["size"] == 80
+
+
+def test_data_summary_regression_and_pairs(tmp_path: Path) -> None:
+    cols = "\t".join(f"c{i}" for i in range(9))
+    rows = ["\t".join(["x"] * 7 + ["A man sings.", "A man is singing."]) + f"\t{s}"
+            for s in ("4.2", "1.0", "2.3")]  # fmt: skip
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.tsv").write_text("\n".join([f"{cols}\tscore", *rows]) + "\n")
+    dm = GlueDataModule(str(tmp_path), task="stsb")
+    dm.setup("fit")
+    labels = dm.data_summary()["splits"]["train"]["labels"]
+    assert labels["min"] == 1.0 and labels["max"] == pytest.approx(4.2)
+    assert labels["mean"] == pytest.approx(2.5, abs=1e-3) and "std" in labels
+    assert dm.data_summary()["info"]["pair"] is True
+
+
+def test_write_preview_decodes_model_ids(synthetic_root: Path, tmp_path: Path) -> None:
+    dm = GlueDataModule(str(synthetic_root), task="sst2", batch_size=8, max_length=5,
+                        min_count=20, pad_to_max_length=True)  # fmt: skip
+    dm.setup("fit")
+    paths = dm.write_preview(tmp_path / "out")
+    assert paths == [tmp_path / "out" / "preview.md"]
+    text = paths[0].read_text(encoding="utf-8")
+    assert "## train:" in text and "## dev:" in text and "## test" not in text
+    assert "<unk>" in text  # min_count=20 leaves rare words out
+    assert "<pad>×" in text and "[truncated: 5 of" in text
+    assert "label: negative (0)" in text or "label: positive (1)" in text
+    # the first training row, exactly as the collator hands it to the model
+    item = dm.train_dataloader().dataset[0]
+    ids = item["ids"]
+    expected = " ".join(dm.vocab.decode(ids)) + (f" <pad>×{5 - len(ids)}" if len(ids) < 5 else "")
+    block = text.split("## train:")[1].split("```text\n")[1]
+    assert block.splitlines()[1].strip().startswith(expected)
+
+
+def test_write_preview_pairs_and_unlabelled_test(tmp_path: Path) -> None:
+    dm = GlueDataModule(str(write_rte(tmp_path)), task="rte", batch_size=2)
+    dm.setup("fit")
+    dm.setup("test")
+    text = dm.write_preview(tmp_path / "preview")[0].read_text(encoding="utf-8")
+    assert "  a: A man is playing a guitar ." in text
+    assert "  b: A man plays music . <pad>×" in text  # padded with its batch's longest
+    assert "label: entailment (0)" in text and "label: not_entailment (1)" in text
+    test = text.split("## test: 1 example\n")[1]
+    assert "labels: not used" in test and "label: none (not used)" in test
+    assert "  b: A <unk> ." in test  # "person" is not in the training vocabulary

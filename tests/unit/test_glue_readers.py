@@ -265,3 +265,23 @@ def test_bad_score_and_missing_header(tmp_path: Path) -> None:
 def test_unknown_task_lists_valid_ones() -> None:
     with pytest.raises(DataError, match=r"unknown task 'sst3'.*mnli.*sst2.*sst5"):
         get_task("sst3")
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path: Path) -> None:
+    header = b"sentence\tlabel\n"
+    path = tmp_path / "train.tsv"
+    path.write_bytes(header + b"a fine film\t1\n" + b"a caf\xe9 scene\t0\n")  # Latin-1 e-acute
+    with pytest.raises(DataError, match=r"train\.tsv:3: not UTF-8 .*re-save the file as UTF-8"):
+        read_split(TASKS["sst2"], tmp_path, "train")
+    # BOM and CRLF still fine, and real UTF-8 decodes
+    path.write_bytes(b"\xef\xbb\xbf" + header.replace(b"\n", b"\r\n") + "café\t0\r\n".encode())
+    assert read_split(TASKS["sst2"], tmp_path, "train")[0].text_a == ["café"]
+
+
+def test_not_utf8_is_one_line_without_a_chained_traceback(tmp_path: Path) -> None:
+    """The CLI prints a DataError as one ``error:`` line: no UnicodeDecodeError behind it."""
+    (tmp_path / "dev.tsv").write_bytes(b"sentence\tlabel\nok\t1\n\xff\xfe\t0\n")
+    with pytest.raises(DataError) as info:
+        read_split(TASKS["sst2"], tmp_path, "dev")
+    assert info.value.__cause__ is None and "\n" not in str(info.value)
+    assert "dev.tsv:3:" in str(info.value)

@@ -74,3 +74,10 @@ def test_empty_tree_file(tmp_path: Path) -> None:
     (tmp_path / "dev.txt").write_text("\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"dev\.txt: no trees"):
         read_trees(tmp_path / "dev.txt", TASKS["sst5"])
+
+
+def test_tree_file_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "test.txt"
+    path.write_bytes(SECOND.encode() + b"\n(2 (2 na\xefve) (2 film))\n")
+    with pytest.raises(DataError, match=r"test\.txt:2: not UTF-8 .*re-save the file as UTF-8"):
+        read_trees(path, TASKS["sst5"])

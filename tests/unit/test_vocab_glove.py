@@ -78,3 +78,28 @@ def test_glove_missing_file(tmp_path: Path) -> None:
     vocab = Vocabulary.from_list(["<pad>", "<unk>"])
     with pytest.raises(DataError, match=r"missing\.txt.*840B.*nlp\.stanford\.edu/projects/glove"):
         load_glove(tmp_path / "missing.txt", vocab)
+
+
+def test_decode_is_the_inverse_of_encode() -> None:
+    vocab = Vocabulary.build([["x", "y"], ["z"]])
+    assert vocab.decode(vocab.encode(["z", "q", "x"])) == ["z", "<unk>", "x"]
+    assert vocab.decode([0, 1]) == ["<pad>", "<unk>"]
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        vocab.decode([len(vocab)])
+
+
+def test_glove_lines_not_utf8_are_skipped_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "glove.latin1.3d.txt"
+    path.write_bytes(b"the 1 2 3\ncaf\xe9 4 5 6\nna\xefve 7 8 9\ncat 0 1 0\n")
+    vocab = Vocabulary.from_list(["<pad>", "<unk>", "café", "cat", "the"])
+    with caplog.at_level("WARNING", logger="datamodules.vocab"):
+        weights = load_glove(path, vocab, dim=3)
+    assert weights[vocab.index("the")].tolist() == [1, 2, 3]
+    assert weights[vocab.index("cat")].tolist() == [0, 1, 0]
+    assert weights[vocab.index("café")].abs().max() <= 0.25  # stays random
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "glove.latin1.3d.txt:2: not UTF-8, skipped (2 such lines" in warnings[0]
+    assert "re-save the file as UTF-8" in warnings[0]
