@@ -4,7 +4,9 @@ NNI builds ``EnasMutator(model, temperature=None, tanh_constant=None,
 entropy_reduction="mean")`` (``examples/nas/legacy/textnas/search.py``) over the mutables of
 ``Model`` (``examples/nas/legacy/textnas/model.py``).  This module re-implements that
 controller as a plain ``nn.Module`` (no Lightning, no NNI) that emits
-:class:`~search_spaces.text.architecture.Architecture` objects.
+:class:`~search_spaces.text.architecture.Architecture` objects over the op set it was given
+(``ops``: the space's op names, stored in ``OP_NAMES`` order as the supernet stores them), so
+its samples run on the supernet as they are.
 
 Decision order (NNI registration order; ``Layer`` is a ``MutableScope`` that creates
 ``prec``, ``op``, ``skipconnect`` in that order; layer 0 has no ``prec``/``skipconnect``)::
@@ -24,7 +26,7 @@ Decision order (NNI registration order; ``Layer`` is a ``MutableScope`` that cre
 * **anchor**: when a layer's scope ends the current ``h`` (the one after its op step) is
   stored as that layer's anchor ``a_i``.
 
-Consequences of that order, faithfully reproduced (see the module report / docstrings):
+Consequences of that order, faithfully reproduced:
 every layer >= 1 starts with an input decision that overwrites the LSTM input, so the
 op embedding and the skip average are never fed to the LSTM; the LSTM only ever consumes
 ``g_emb`` and chosen anchors.  ``g_emb`` is used through ``.data`` in NNI and therefore gets
@@ -45,7 +47,7 @@ Sign conventions (explicit, because NNI's names are misleading):
 * Skip penalty: ``KL = sum sigmoid([-q, q]) * log(sigmoid([-q, q]) / [1 - t, t])`` summed
   over candidates and layers (ENAS-TF/NNI).  It pulls ``sigmoid(q)`` -- not the sampling
   probability ``sigmoid(2 q)`` -- toward ``t``; at the penalty's optimum the actual skip
-  rate is ``sigmoid(2 logit(t))`` (~0.308 for t = 0.4).
+  rate is ``sigmoid(2 logit(t))`` (~0.308 for t = 0.4, checked in the tests).
 * REINFORCE (:func:`reinforce_step`): ``R = reward + entropy_weight * entropy``;
   ``b <- decay * b + (1 - decay) * R``; ``loss = neg_log_prob * (R - b) +
   skip_weight * skip_penalty``.  Minimising ``loss`` raises ``log p`` of samples with
@@ -64,33 +66,23 @@ Parameter names follow NNI's mutator (``lstm.lstm_modules.0.weight_ih``, ``soft`
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from search_spaces.text.architecture import OP_NAMES, STEM, Architecture, LayerSpec
+from search_spaces.text.architecture import (
+    OP_NAMES,
+    STEM,
+    Architecture,
+    LayerSpec,
+    canonical_op_set,
+)
 
-__all__ = [
-    "StackedLSTMCell",
-    "Decision",
-    "ControllerSample",
-    "EnasController",
-    "ReinforceLoss",
-    "reinforce_step",
-    "skip_rate_at_penalty_optimum",
-]
-
-
-def skip_rate_at_penalty_optimum(skip_target: float) -> float:
-    """Sampling skip probability ``sigmoid(2 q)`` when the KL penalty is at its optimum
-    ``sigmoid(q) = skip_target`` (~0.3077 for 0.4)."""
-    q = math.log(skip_target / (1.0 - skip_target))
-    return 1.0 / (1.0 + math.exp(-2.0 * q))
+__all__ = ["StackedLSTMCell", "Decision", "ControllerSample", "EnasController", "reinforce_step"]
 
 
 class StackedLSTMCell(nn.Module):
@@ -121,7 +113,7 @@ class Decision:
     """One controller decision (diagnostics; everything detached).
 
     ``kind`` is ``"input"``, ``"op"`` or ``"skip"``.  ``candidates`` are absolute layer
-    indices (input/skip) or op indices (op).  ``probs``: categorical probabilities over
+    indices (input/skip) or op indices, i.e. positions in the controller's ``ops`` (op).  ``probs``: categorical probabilities over
     the candidates (input/op) or the per-candidate probability that the skip is ON
     (``sigmoid(2 q)``).  ``logits``: the (tempered) logits, ``(n, 2)`` ``[-q, q]`` rows for
     skips.  ``chosen``: chosen candidate(s) (absolute layer / op indices)."""
@@ -153,34 +145,28 @@ class ControllerSample:
         """NNI's ``sample_log_prob``: the summed cross-entropy ``-log p`` (>= 0)."""
         return -self.log_prob
 
-    def op_probs(self, layer: int) -> Tensor:
-        """Op distribution at ``layer`` (detached), from :attr:`decisions`."""
-        for d in self.decisions:
-            if d.layer == layer and d.kind == "op":
-                return d.probs
-        raise KeyError(f"no op decision for layer {layer}")
-
 
 class EnasController(nn.Module):
     """NNI ``EnasMutator`` for the TextNAS space (see the module docstring).
 
-    Defaults are NNI's TextNAS configuration: ``lstm_size=64``, 1 LSTM layer, no bias,
-    ``skip_target=0.4``, ``temperature=None``, ``tanh_constant=None``,
-    ``entropy_reduction="mean"``.  ``skip_weight`` (0.8) is stored for
-    :meth:`reinforce_step`.  ``branch_bias``: NNI adds it only to op choices whose key
+    ``ops`` is the space's op set (aliases accepted, any order); it is stored as
+    :func:`~search_spaces.text.architecture.canonical_op_set` orders it, like the supernet's,
+    and op choice ``j`` is ``self.ops[j]``, so sampled architectures use the space's names.
+    Defaults are NNI's TextNAS configuration: all eight ops, ``lstm_size=64``, 1 LSTM layer,
+    no bias, ``skip_target=0.4``, ``temperature=None``, ``tanh_constant=None``,
+    ``entropy_reduction="mean"``.  ``branch_bias``: NNI adds it only to op choices whose key
     contains ``"reduce"`` (never in TextNAS), so the default 0 is NNI's behaviour; a
     non-zero value adds ``+branch_bias`` to conv ops and ``-branch_bias`` to the others at
     every layer.  ``learn_g_emb=False`` reproduces NNI's use of ``g_emb.data`` (no gradient
-    to the start input)."""
+    to the start input).  The REINFORCE update is :func:`reinforce_step`."""
 
     def __init__(
         self,
         num_layers: int = 24,
         k: int = 5,
-        num_ops: int = 8,
+        ops: Sequence[str] = OP_NAMES,
         hidden: int = 64,
         skip_target: float = 0.4,
-        skip_weight: float = 0.8,
         temperature: float | None = None,
         tanh_constant: float | None = None,
         entropy_reduction: str = "mean",
@@ -193,8 +179,6 @@ class EnasController(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if not 1 <= num_ops <= len(OP_NAMES):
-            raise ValueError(f"num_ops must be in 1..{len(OP_NAMES)}, got {num_ops}")
         if not 0.0 < skip_target < 1.0:
             raise ValueError(f"skip_target must be in (0, 1), got {skip_target}")
         if entropy_reduction not in ("sum", "mean"):
@@ -203,10 +187,10 @@ class EnasController(nn.Module):
             )
         self.num_layers = num_layers
         self.k = k
-        self.num_ops = num_ops
+        self.ops = canonical_op_set(ops)
+        num_ops = self.num_ops
         self.hidden = hidden
         self.skip_target = skip_target
-        self.skip_weight = skip_weight
         self.temperature = temperature
         self.tanh_constant = tanh_constant
         self.entropy_reduction = entropy_reduction
@@ -221,10 +205,12 @@ class EnasController(nn.Module):
         self.register_buffer("skip_targets", torch.tensor([1.0 - skip_target, skip_target]))
         self.embedding = nn.Embedding(num_ops + 1, hidden)
         self.soft = nn.Linear(hidden, num_ops, bias=False)
-        bias = [
-            branch_bias if OP_NAMES[j].startswith("conv") else -branch_bias for j in range(num_ops)
-        ]
+        bias = [branch_bias if op.startswith("conv") else -branch_bias for op in self.ops]
         self.register_buffer("op_bias", torch.tensor(bias), persistent=False)
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.ops)
 
     # ------------------------------------------------------------------ helpers
     def _reduce(self, x: Tensor) -> Tensor:
@@ -249,10 +235,10 @@ class EnasController(nn.Module):
             )
         arch.validate(num_layers=self.num_layers, k=self.k)
         for i, spec in enumerate(arch.layers):
-            if spec.op_index >= self.num_ops:
+            if spec.op not in self.ops:
                 raise ValueError(
-                    f"layer {i}: op {spec.op!r} (index {spec.op_index}) is outside the "
-                    f"controller's {self.num_ops} ops"
+                    f"layer {i}: op {spec.op!r} is not in the controller's op set "
+                    f"({', '.join(self.ops)})"
                 )
 
     # --------------------------------------------------------------------- core
@@ -324,7 +310,7 @@ class EnasController(nn.Module):
             logit = self._temper(self.soft(h[-1]))
             if self.branch_bias:
                 logit = logit + self.op_bias.to(logit.dtype)
-            idx = choose_categorical(logit, spec.op_index if spec is not None else None)
+            idx = choose_categorical(logit, self.ops.index(spec.op) if spec is not None else None)
             ce = F.cross_entropy(logit, idx, reduction="none")
             neg_log_prob = neg_log_prob + self._reduce(ce)
             entropy = entropy + self._reduce((ce * torch.exp(-ce)).detach())
@@ -368,7 +354,7 @@ class EnasController(nn.Module):
             # ---- scope end: anchor
             anchors.append(h[-1])
             anchors_w.append(self.attn_anchor(h[-1]))
-            layers.append(LayerSpec(inp, OP_NAMES[op], skips))
+            layers.append(LayerSpec(inp, self.ops[op], skips))
 
         arch = Architecture(tuple(layers), k=self.k, source=f"EnasController.{mode}")
         return ControllerSample(arch, -neg_log_prob, entropy, skip_penalty, decisions)
@@ -396,22 +382,9 @@ class EnasController(nn.Module):
     def forward(self, generator: torch.Generator | None = None) -> ControllerSample:
         return self.sample(generator)
 
-    def reinforce_step(
-        self,
-        sample: ControllerSample,
-        reward: float | Tensor,
-        baseline: float,
-        entropy_weight: float | None = 1e-4,
-        baseline_decay: float = 0.99,
-    ) -> tuple[Tensor, float, float]:
-        """:func:`reinforce_step` with this controller's ``skip_weight``."""
-        return reinforce_step(
-            sample, reward, baseline, entropy_weight, baseline_decay, skip_weight=self.skip_weight
-        )
-
     def extra_repr(self) -> str:
         return (
-            f"num_layers={self.num_layers}, k={self.k}, num_ops={self.num_ops}, "
+            f"num_layers={self.num_layers}, k={self.k}, ops={self.ops}, "
             f"skip_target={self.skip_target}, temperature={self.temperature}, "
             f"tanh_constant={self.tanh_constant}, entropy_reduction={self.entropy_reduction!r}"
         )
@@ -447,38 +420,3 @@ def reinforce_step(
     if skip_weight:
         loss = loss + skip_weight * sample.skip_penalty
     return loss, new_baseline, r
-
-
-class ReinforceLoss:
-    """Stateful wrapper of :func:`reinforce_step` holding the moving baseline (checkpoint
-    it with :meth:`state_dict` / :meth:`load_state_dict`)."""
-
-    def __init__(
-        self,
-        entropy_weight: float | None = 1e-4,
-        baseline_decay: float = 0.99,
-        skip_weight: float | None = 0.8,
-        baseline: float = 0.0,
-    ) -> None:
-        self.entropy_weight = entropy_weight
-        self.baseline_decay = baseline_decay
-        self.skip_weight = skip_weight
-        self.baseline = float(baseline)
-
-    def __call__(self, sample: ControllerSample, reward: float | Tensor) -> tuple[Tensor, float]:
-        """Returns ``(loss, R)`` and updates :attr:`baseline`."""
-        loss, self.baseline, r = reinforce_step(
-            sample,
-            reward,
-            self.baseline,
-            self.entropy_weight,
-            self.baseline_decay,
-            self.skip_weight,
-        )
-        return loss, r
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.baseline = float(state["baseline"])

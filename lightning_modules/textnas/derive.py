@@ -23,14 +23,12 @@ from torch import nn
 
 from lightning_modules.textnas.controller import EnasController
 from lightning_modules.textnas.plots import architecture_figure, save_figure
-from search_spaces.text.architecture import OP_NAMES, Architecture, LayerSpec
+from search_spaces.text.architecture import Architecture
 from search_spaces.text.strategies import RandomStrategy
 
 __all__ = [
     "Candidate",
-    "map_controller_ops",
     "sample_architecture",
-    "argmax_architecture",
     "evaluate_architecture",
     "derive",
     "write_derived",
@@ -40,34 +38,15 @@ __all__ = [
 Candidate = tuple[Architecture, float]
 
 
-def map_controller_ops(
-    architecture: Architecture, ops: tuple[str, ...], source: str = ""
-) -> Architecture:
-    """The controller numbers ops ``0..num_ops-1`` and names them ``OP_NAMES[j]``; a supernet
-    with an op *subset* stores its ops as ``ops`` (OP_NAMES order). Rename op ``OP_NAMES[j]`` to
-    ``ops[j]`` (identity for the full op set)."""
-    if tuple(ops) == OP_NAMES[: len(ops)] and not source:
-        return architecture
-    layers = tuple(
-        LayerSpec(s.input, ops[OP_NAMES.index(s.op)], s.skips) for s in architecture.layers
-    )
-    return Architecture(layers, k=architecture.k, name=architecture.name,
-                        source=source or architecture.source)  # fmt: skip
-
-
 def sample_architecture(
-    sampler: EnasController | RandomStrategy, ops: tuple[str, ...], generator: torch.Generator
+    sampler: EnasController | RandomStrategy, generator: torch.Generator
 ) -> Architecture:
-    """One architecture from the controller (no grad) or the random strategy."""
+    """One architecture from the controller (no grad: only the architecture is needed) or the
+    random strategy, drawn only from ``generator``. Both emit the space's op names."""
     if isinstance(sampler, EnasController):
         with torch.no_grad():
-            return map_controller_ops(sampler.sample(generator).architecture, ops)
+            return sampler.sample(generator).architecture
     return sampler.sample(generator)
-
-
-def argmax_architecture(controller: EnasController, ops: tuple[str, ...]) -> Architecture:
-    """The controller's greedy (argmax) architecture, with the supernet's op names."""
-    return map_controller_ops(controller.argmax(), ops)
 
 
 def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -116,13 +95,11 @@ def derive(
     if num_samples < 0:
         raise ValueError(f"num_samples must be >= 0, got {num_samples}")
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    ops = tuple(getattr(supernet, "ops", OP_NAMES))
     candidates: list[Architecture] = []
     if include_argmax and isinstance(controller_or_strategy, EnasController):
-        arch = argmax_architecture(controller_or_strategy, ops)
-        candidates.append(_labelled(arch, "argmax"))
+        candidates.append(_labelled(controller_or_strategy.argmax(), "argmax"))
     for i in range(num_samples):
-        arch = sample_architecture(controller_or_strategy, ops, generator)
+        arch = sample_architecture(controller_or_strategy, generator)
         candidates.append(_labelled(arch, f"sample {i}"))
     unique: list[Architecture] = []
     for arch in candidates:

@@ -51,7 +51,7 @@ from search_spaces.text import OP_NAMES, Architecture, TextNASOptions, TextNASSu
 from search_spaces.text.strategies import RandomStrategy
 
 from .controller import EnasController, reinforce_step
-from .derive import argmax_architecture, map_controller_ops, sample_architecture
+from .derive import sample_architecture
 from .plots import architecture_figure, op_frequency_figure, save_figure
 from .schedules import follow_max_epochs
 
@@ -146,8 +146,8 @@ class TextNASSearchModule(L.LightningModule):
         if strategy == "enas":
             c = self.ctrl_cfg
             self.controller = EnasController(
-                num_layers=num_layers, k=k, num_ops=len(self.ops), hidden=c["hidden"],
-                skip_target=c["skip_target"], skip_weight=c["skip_weight"],
+                num_layers=num_layers, k=k, ops=self.ops, hidden=c["hidden"],
+                skip_target=c["skip_target"],
                 temperature=c["temperature"], tanh_constant=c["tanh_constant"],
             )  # fmt: skip
         self.random_strategy = RandomStrategy(num_layers, k, self.ops, self.search_cfg["skip_prob"])
@@ -171,13 +171,13 @@ class TextNASSearchModule(L.LightningModule):
 
     def sample_architecture(self) -> Architecture:
         """The next child architecture (no grad), drawn from :attr:`arch_generator` only."""
-        return sample_architecture(self.sampler, self.ops, self.arch_generator)
+        return sample_architecture(self.sampler, self.arch_generator)
 
     def current_architecture(self) -> Architecture:
         """The architecture validated and drawn this epoch: the controller's argmax, or (random
         strategy) one sample from a generator seeded by ``arch_seed`` and the epoch."""
         if self.controller is not None:
-            return argmax_architecture(self.controller, self.ops)
+            return self.controller.argmax()
         epoch = self.trainer.current_epoch if self._trainer is not None else 0
         g = torch.Generator().manual_seed(self.arch_seed + 7919 * (epoch + 1))
         return self.random_strategy.sample(g)
@@ -256,7 +256,7 @@ class TextNASSearchModule(L.LightningModule):
         c = self.ctrl_cfg
         batch = self._next_val_batch()
         sample = self.controller.sample(self.arch_generator)  # with grad: log p for REINFORCE
-        arch = map_controller_ops(sample.architecture, self.ops)
+        arch = sample.architecture
         self.supernet.eval()
         with torch.no_grad():
             logits = self(batch, arch)

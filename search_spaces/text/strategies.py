@@ -1,8 +1,10 @@
-"""Architecture sampling strategies that need no learning (the ENAS controller lives elsewhere).
+"""The random architecture sampler of the TextNAS space (the ENAS controller is the learned one).
 
 :class:`RandomStrategy` is NNI's legacy ``RandomMutator`` as applied to TextNAS (reference sheet
 §2.5): per layer a uniform op, a uniform input among the allowed previous ``k`` layers (the stem
-for layer 0) and an independent Bernoulli(``skip_prob``) per possible skip.
+for layer 0) and an independent Bernoulli(``skip_prob``) per possible skip.  It is the project's
+only random sampler: the random-search baseline, the supernet tests and the demo's random
+architecture all draw from it.
 
 All randomness comes from the ``torch.Generator`` passed to :meth:`RandomStrategy.sample`, and
 every sample consumes the same number of draws whatever it picks, so processes (DDP ranks) whose
@@ -15,33 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
-from .architecture import OP_NAMES, STEM, Architecture, ArchitectureError, LayerSpec, canonical_op
+from .architecture import OP_NAMES, STEM, Architecture, LayerSpec, canonical_op_set
 
-__all__ = ["RandomStrategy", "canonical_op_set"]
-
-
-def canonical_op_set(ops: Sequence[str] | str) -> tuple[str, ...]:
-    """Canonical names of ``ops`` (aliases accepted), in :data:`OP_NAMES` order.
-
-    Raises ``ValueError`` (an :class:`ArchitectureError`) for an unknown name (listing the valid
-    ones), a repeated op, or an empty set. The order of ``ops`` never matters.
-    """
-    if isinstance(ops, str):
-        ops = (ops,)
-    names: list[str] = []
-    for op in ops:
-        try:
-            name = canonical_op(op)
-        except ArchitectureError:
-            raise ArchitectureError(
-                f"unknown op {op!r} in the op set; valid ops: {', '.join(OP_NAMES)}"
-            ) from None
-        if name in names:
-            raise ArchitectureError(f"op {name!r} is listed twice in the op set {list(ops)}")
-        names.append(name)
-    if not names:
-        raise ArchitectureError(f"the op set is empty; valid ops: {', '.join(OP_NAMES)}")
-    return tuple(op for op in OP_NAMES if op in names)
+# canonical_op_set (architecture.py) stays importable from here, next to check_space.
+__all__ = ["RandomStrategy", "canonical_op_set", "check_space"]
 
 
 def check_space(num_layers: int, k: int) -> None:

@@ -42,7 +42,7 @@ from .network import (
     reset_parameters,
 )
 from .ops import ConvBN, Dropout, MaskedBatchNorm1d, apply_mask, build_op
-from .strategies import RandomStrategy, canonical_op_set, check_space
+from .strategies import canonical_op_set, check_space
 
 __all__ = ["SupernetLayer", "TextNASSupernet"]
 
@@ -149,11 +149,6 @@ class TextNASSupernet(nn.Module):
         architecture.validate(num_layers=self.num_layers, k=self.k)
         self._last_valid = architecture
         return architecture
-
-    def sample_random(self, generator: torch.Generator, skip_prob: float = 0.5) -> Architecture:
-        """A uniformly random architecture of this supernet's space, drawn only from
-        ``generator`` (see :class:`~search_spaces.text.strategies.RandomStrategy`)."""
-        return RandomStrategy(self.num_layers, self.k, self.ops, skip_prob).sample(generator)
 
     def _uses_bn(self, spec: LayerSpec) -> bool:
         return self.options.post_bn == "always" or len(spec.skips) > 0

@@ -18,6 +18,7 @@ import pytest
 
 from datamodules.synthetic.sentiment import write_synthetic_sst
 from search_spaces.text import Architecture
+from tests.helpers.textnas import random_arch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,7 +82,7 @@ def python() -> str:
 def tiny_arch_obj() -> Architecture:
     """A random 4-layer architecture that uses both the GRU and the attention op."""
     for seed in range(1000):
-        arch = Architecture.random(4, seed=seed)
+        arch = random_arch(4, seed=seed)
         ops = {layer.op for layer in arch.layers}
         if {"rnn", "attention"} <= ops and arch.num_skips() >= 1:
             return arch

@@ -1,4 +1,4 @@
-"""Tests for search_spaces.text.architecture.
+"""Tests for search_spaces.text.architecture and search_spaces.text.encodings.
 
 Fixtures in tests/fixtures/textnas/ are copies of the real public files:
 - final_arc.json: microsoft/nni examples/nas/legacy/textnas/arc/final_arc.json
@@ -22,11 +22,16 @@ from search_spaces.text import (
     ArchitectureError,
     LayerSpec,
     canonical_op,
+    from_nni_json,
+    from_official_string,
+    load_any,
     nni_key_layout,
     official_string_length,
     shipped_architectures,
-    space_size_log10,
+    to_nni_json,
+    to_official_string,
 )
+from tests.helpers.textnas import op_counts, random_arch, space_size_log10
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "textnas"
 NNI_JSON = FIXTURES / "final_arc.json"
@@ -80,7 +85,7 @@ def test_released_matches_reference(released: Architecture) -> None:
 
 
 def test_released_statistics(released: Architecture) -> None:
-    assert released.op_counts() == {
+    assert op_counts(released) == {
         "conv1": 2,
         "conv3": 3,
         "conv5": 2,
@@ -108,6 +113,7 @@ def test_load_any_names(released: Architecture) -> None:
     assert "textnas_released" in shipped_architectures()
     assert Architecture.load_any("released") == released
     assert Architecture.load_any("textnas_released") == released
+    assert load_any("released") == released  # Architecture.load_any delegates to encodings
     with pytest.raises(ArchitectureError, match="textnas_released"):
         Architecture.load_any("no_such_architecture")
 
@@ -116,16 +122,16 @@ def test_load_any_names(released: Architecture) -> None:
 
 
 def test_real_nni_json_decodes_to_released() -> None:
-    arch = Architecture.from_nni_json(NNI_JSON)
+    arch = from_nni_json(NNI_JSON)
     assert arch == EXPECTED
     assert Architecture.load_any(NNI_JSON) == EXPECTED
-    assert Architecture.from_nni_json(json.loads(NNI_JSON.read_text())) == EXPECTED
-    assert Architecture.from_nni_json(NNI_JSON, num_layers=None) == EXPECTED
+    assert from_nni_json(json.loads(NNI_JSON.read_text())) == EXPECTED
+    assert from_nni_json(NNI_JSON, num_layers=None) == EXPECTED
 
 
 def test_real_nni_json_reencodes_exactly() -> None:
     real = json.loads(NNI_JSON.read_text())
-    ours = EXPECTED.to_nni_json()
+    ours = to_nni_json(EXPECTED)
     assert list(ours) == list(real)  # same keys in the same (creation) order
     assert ours == real
 
@@ -133,7 +139,7 @@ def test_real_nni_json_reencodes_exactly() -> None:
 def test_real_official_string_decodes_to_released() -> None:
     text = OFFICIAL_TXT.read_text()
     assert len(text.split()) == official_string_length(24) == 324
-    assert Architecture.from_official_string(text) == EXPECTED
+    assert from_official_string(text) == EXPECTED
     assert Architecture.load_any(OFFICIAL_TXT) == EXPECTED
 
 
@@ -141,7 +147,7 @@ def test_real_official_string_uses_fallback_inputs() -> None:
     # Layers 1 and 3 of the real string carry relative ids 1 and 3, which are >= the number
     # of available layers and fall back to the previous layer; everything else is canonical.
     real = OFFICIAL_TXT.read_text().split()
-    canon = EXPECTED.to_official_string().split()
+    canon = to_official_string(EXPECTED).split()
     diffs = [i for i, (a, b) in enumerate(zip(real, canon)) if a != b]
     start = [i * (i + 3) // 2 for i in range(24)]  # offset of layer i's input field
     assert diffs == [start[1], start[3]] == [2, 9]
@@ -169,7 +175,7 @@ def test_save_by_extension(tmp_path: Path, released: Architecture) -> None:
 
 
 def test_nni_json_roundtrip_and_keys(released: Architecture) -> None:
-    obj = released.to_nni_json()
+    obj = to_nni_json(released)
     assert len(obj) == 70
     keys = list(obj)
     assert keys[:7] == [
@@ -182,23 +188,23 @@ def test_nni_json_roundtrip_and_keys(released: Architecture) -> None:
         "InputChoice7",
     ]
     assert keys[-1] == "InputChoice70"
-    assert Architecture.from_nni_json(obj) == released
-    assert Architecture.from_nni_json(json.dumps(obj)) == released
+    assert from_nni_json(obj) == released
+    assert from_nni_json(json.dumps(obj)) == released
     # 0/1 integer lists are accepted as multi-hot too
     as_ints = {key: [int(v) for v in value] for key, value in obj.items()}
-    assert Architecture.from_nni_json(as_ints) == released
+    assert from_nni_json(as_ints) == released
 
 
 def test_nni_readable_roundtrip(released: Architecture) -> None:
-    readable = released.to_nni_json(readable=True)
+    readable = to_nni_json(released, readable=True)
     assert readable["LayerChoice1"] == 5
     assert readable["InputChoice2"] == "layer_0"
     assert readable["InputChoice4"] == []
     assert readable["InputChoice13"] == "layer_1"  # single skip: NNI drops the brackets
     assert readable["InputChoice10"] == ["layer_1", "layer_2"]
-    assert Architecture.from_nni_json(readable) == released
+    assert from_nni_json(readable) == released
     named = dict(readable, LayerChoice1="maxpool", LayerChoice3=["attn"])
-    assert Architecture.from_nni_json(named) == released
+    assert from_nni_json(named) == released
 
 
 def test_nni_key_layout_and_offset(released: Architecture) -> None:
@@ -210,40 +216,40 @@ def test_nni_key_layout_and_offset(released: Architecture) -> None:
         ("LayerChoice3", 1, "op"),
         ("InputChoice4", 1, "skip"),
     ]
-    shifted = released.to_nni_json(offset=70)  # model built twice in one NNI process
+    shifted = to_nni_json(released, offset=70)  # model built twice in one NNI process
     assert "LayerChoice71" in shifted
-    assert Architecture.from_nni_json(shifted) == released
+    assert from_nni_json(shifted) == released
     with pytest.raises(ArchitectureError, match="unexpected keys"):
-        Architecture.from_nni_json(shifted, offset=0)
+        from_nni_json(shifted, offset=0)
 
 
 def test_official_roundtrip(released: Architecture) -> None:
-    s = released.to_official_string()
+    s = to_official_string(released)
     assert len(s.split()) == 324
     assert s.startswith("0 5 0 7 0 1 3 0 0 0 6 0 1 1")
-    assert Architecture.from_official_string(s) == released
+    assert from_official_string(s) == released
 
 
 def test_official_single_path_roundtrip() -> None:
-    arch = Architecture.random(10, k=1, seed=3)
-    s = arch.to_official_string()
+    arch = random_arch(10, k=1, seed=3)
+    s = to_official_string(arch)
     assert len(s.split()) == official_string_length(10, multi_path=False) == 55
-    assert Architecture.from_official_string(s, num_layers=10, k=1) == arch
+    assert from_official_string(s, num_layers=10, k=1) == arch
     with pytest.raises(ArchitectureError, match="multi_path"):
-        EXPECTED.to_official_string(multi_path=False)
+        to_official_string(EXPECTED, multi_path=False)
 
 
 def test_official_relative_input_semantics() -> None:
     # 3 layers, multi_path: "r op skips..." per layer; r = 0 is the previous layer.
-    arch = Architecture.from_official_string("0 4  0 1 0  1 2 1 0", num_layers=3, k=5)
+    arch = from_official_string("0 4  0 1 0  1 2 1 0", num_layers=3, k=5)
     assert [spec.input for spec in arch.layers] == [STEM, 0, 0]
     assert [spec.op for spec in arch.layers] == ["avg_pool", "conv3", "conv5"]
     assert arch.layers[2].skips == (0,)
     # out-of-range relative ids fall back to the previous layer (official behaviour)
-    fallback = Architecture.from_official_string("7 4  9 1 0  2 2 1 0", num_layers=3, k=5)
+    fallback = from_official_string("7 4  9 1 0  2 2 1 0", num_layers=3, k=5)
     assert [spec.input for spec in fallback.layers] == [STEM, 0, 1]
     # with k=2, layer 2 can reach back 2 layers: r=1 -> layer 0, r=2 -> fallback to layer 1
-    assert Architecture.from_official_string("0 4 0 1 0 1 2 1 0", 3, k=2).layers[2].input == 0
+    assert from_official_string("0 4 0 1 0 1 2 1 0", 3, k=2).layers[2].input == 0
 
 
 # -------------------------------------------------------------------- validation
@@ -300,7 +306,7 @@ def test_wrong_layer_count(released: Architecture) -> None:
     with pytest.raises(ArchitectureError, match="num_layers is 23 but 24 layers"):
         Architecture.from_dict(data)
     with pytest.raises(ArchitectureError, match="324 numbers; 12 layers need 90"):
-        Architecture.from_official_string(OFFICIAL_TXT.read_text(), num_layers=12)
+        from_official_string(OFFICIAL_TXT.read_text(), num_layers=12)
 
 
 def test_bad_yaml_files(tmp_path: Path) -> None:
@@ -331,35 +337,35 @@ def test_bad_yaml_files(tmp_path: Path) -> None:
 
 
 def test_nni_errors(released: Architecture) -> None:
-    obj = released.to_nni_json()
+    obj = to_nni_json(released)
     missing = dict(obj)
     del missing["InputChoice20"]
     with pytest.raises(ArchitectureError, match=r"missing key InputChoice20 \(layer 7 input\)"):
-        Architecture.from_nni_json(missing)
+        from_nni_json(missing)
     short = dict(obj, InputChoice19=[False, True])
     with pytest.raises(ArchitectureError, match=r"InputChoice19 \(layer 6 skip\): expected 6"):
-        Architecture.from_nni_json(short)
+        from_nni_json(short)
     two_ops = dict(obj, LayerChoice3=[True, False, False, False, False, False, False, True])
     with pytest.raises(ArchitectureError, match=r"LayerChoice3 \(layer 1 op\): exactly one op"):
-        Architecture.from_nni_json(two_ops)
+        from_nni_json(two_ops)
     no_input = dict(obj, InputChoice20=[False] * 5)
     with pytest.raises(ArchitectureError, match=r"InputChoice20 \(layer 7 input\): exactly one"):
-        Architecture.from_nni_json(no_input)
+        from_nni_json(no_input)
     with pytest.raises(ArchitectureError, match="unexpected keys"):
-        Architecture.from_nni_json(obj, num_layers=12)
+        from_nni_json(obj, num_layers=12)
     with pytest.raises(
         ArchitectureError, match=r"InputChoice5 \(layer 2 input\): expected 1 values, got 2.*k=1"
     ):
-        Architecture.from_nni_json(obj, k=1)
+        from_nni_json(obj, k=1)
     with pytest.raises(ArchitectureError, match=r"LayerChoice1 \(layer 0 op\): unknown op"):
-        Architecture.from_nni_json(dict(obj, LayerChoice1="conv9"))
+        from_nni_json(dict(obj, LayerChoice1="conv9"))
 
 
 def test_nni_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "arch.json"
     bad.write_text("{not json")
     with pytest.raises(ArchitectureError, match=r"arch\.json: invalid JSON"):
-        Architecture.from_nni_json(bad)
+        from_nni_json(bad)
     obj = json.loads(NNI_JSON.read_text())
     obj["LayerChoice6"] = [False] * 8
     bad.write_text(json.dumps(obj))
@@ -368,16 +374,16 @@ def test_nni_file_errors_name_the_file(tmp_path: Path) -> None:
 
 
 def test_official_errors() -> None:
-    values = EXPECTED.to_official_string().split()
+    values = to_official_string(EXPECTED).split()
     values[3] = "9"  # layer 1's op id
     with pytest.raises(ArchitectureError, match="layer 1: unknown op id 9"):
-        Architecture.from_official_string(" ".join(values))
-    values = EXPECTED.to_official_string().split()
+        from_official_string(" ".join(values))
+    values = to_official_string(EXPECTED).split()
     values[4] = "2"  # layer 1's skip flag
     with pytest.raises(ArchitectureError, match="layer 1: skip flags must be 0/1"):
-        Architecture.from_official_string(" ".join(values))
+        from_official_string(" ".join(values))
     with pytest.raises(ArchitectureError, match="not an integer"):
-        Architecture.from_official_string("0 x")
+        from_official_string("0 x")
 
 
 # ------------------------------------------------------------------ ops and misc
@@ -411,21 +417,21 @@ def test_op_aliases() -> None:
     assert OP_NAMES.index("attention") == 7
 
 
-def test_random_is_valid_and_deterministic() -> None:
+def test_random_architectures_are_valid_and_roundtrip() -> None:
     for seed in range(20):
         for k in (1, 5):
-            arch = Architecture.random(24, k=k, seed=seed)
+            arch = random_arch(24, k=k, seed=seed)
             assert arch.validate(num_layers=24, k=k) is arch
-            assert Architecture.from_official_string(arch.to_official_string(), k=k) == arch
-            assert Architecture.from_nni_json(arch.to_nni_json(), k=k) == arch
-    assert Architecture.random(24, seed=7) == Architecture.random(24, seed=7)
-    assert Architecture.random(24, seed=7) != Architecture.random(24, seed=8)
-    assert Architecture.random(24, seed=0, skip_prob=0.0).num_skips() == 0
-    assert Architecture.random(24, seed=0, skip_prob=1.0).num_skips() == 276
-    only = Architecture.random(12, seed=1, ops=("conv3", "maxpool"))
-    assert set(only.op_counts()[op] > 0 for op in ("conv3", "max_pool")) == {True}
-    assert sum(only.op_counts().values()) == 12
-    rates = [Architecture.random(24, seed=s).skip_rate() for s in range(30)]
+            assert from_official_string(to_official_string(arch), k=k) == arch
+            assert from_nni_json(to_nni_json(arch), k=k) == arch
+    assert random_arch(24, seed=7) == random_arch(24, seed=7)
+    assert random_arch(24, seed=7) != random_arch(24, seed=8)
+    assert random_arch(24, seed=0, skip_prob=0.0).num_skips() == 0
+    assert random_arch(24, seed=0, skip_prob=1.0).num_skips() == 276
+    only = random_arch(12, seed=1, ops=("conv3", "maxpool"))
+    assert set(op_counts(only)[op] > 0 for op in ("conv3", "max_pool")) == {True}
+    assert sum(op_counts(only).values()) == 12
+    rates = [random_arch(24, seed=s).skip_rate() for s in range(30)]
     assert 0.45 < sum(rates) / len(rates) < 0.55
 
 

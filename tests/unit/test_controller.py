@@ -9,15 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.textnas.controller import (
-    EnasController,
-    ReinforceLoss,
-    reinforce_step,
-    skip_rate_at_penalty_optimum,
-)
+from lightning_modules.textnas.controller import EnasController, reinforce_step
+from search_spaces.text import TextNASOptions, TextNASSupernet
 from search_spaces.text.architecture import OP_NAMES, STEM, Architecture, LayerSpec
+from tests.helpers.textnas import op_probs, random_arch, skip_rate_at_penalty_optimum
 
-TINY = dict(num_layers=4, k=2, num_ops=3, hidden=4)
+TINY = dict(num_layers=4, k=2, ops=OP_NAMES[:3], hidden=4)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -84,10 +81,11 @@ def _reference(ctrl: EnasController, arch: Architecture):
         h, c = lstm(x, h, c)  # op choice
         probs = _softmax(temper(soft @ h))
         op_probs.append(probs)
-        p = probs[spec.op_index]
+        op = ctrl.ops.index(spec.op)  # op choice j is ctrl.ops[j]
+        p = probs[op]
         log_lik += np.log(p)
         ent += -np.log(p) * p
-        x = emb[spec.op_index]
+        x = emb[op]
         if i > 0:  # skip set: independent 2-way softmax over [-q, q] per candidate
             q = attn(range(i), h)
             on = np.array([j in spec.skips for j in range(i)])
@@ -124,13 +122,13 @@ FIXED = Architecture(
 def test_log_prob_entropy_penalty_match_numpy(kwargs):
     ctrl = _tiny(1, **kwargs)
     out = ctrl.log_prob_of(FIXED)
-    log_lik, ent, kl, op_probs = _reference(ctrl, FIXED)
+    log_lik, ent, kl, ref_op_probs = _reference(ctrl, FIXED)
     assert out.log_prob.item() == pytest.approx(log_lik, abs=1e-6)
     assert out.neg_log_prob.item() == pytest.approx(-log_lik, abs=1e-6)
     assert out.entropy.item() == pytest.approx(ent, abs=1e-6)
     assert out.skip_penalty.item() == pytest.approx(kl, abs=1e-6)
     for layer in range(FIXED.num_layers):
-        np.testing.assert_allclose(out.op_probs(layer).numpy(), op_probs[layer], atol=1e-9)
+        np.testing.assert_allclose(op_probs(out, layer).numpy(), ref_op_probs[layer], atol=1e-9)
     assert out.log_prob.requires_grad and out.skip_penalty.requires_grad
     assert not out.entropy.requires_grad
     # decision order is NNI's: layer 0 op; then input, op, skip per layer
@@ -163,7 +161,43 @@ def test_sample_deterministic_valid_and_consistent():
     assert s.architecture.num_layers == 24 and s.architecture.k == 5
     assert s.architecture == big.sample(torch.Generator().manual_seed(3)).architecture
     with pytest.raises(ValueError):
-        ctrl.log_prob_of(Architecture.random(4, k=2, seed=0, ops=OP_NAMES[5:]))
+        ctrl.log_prob_of(random_arch(4, k=2, seed=0, ops=OP_NAMES[5:]))
+
+
+def test_controller_emits_the_space_op_names():
+    ops = ("attention", "conv3", "rnn")  # a subset, listed out of OP_NAMES order
+    ctrl = _tiny(5, ops=ops)
+    options = TextNASOptions(width=4, embed_dim=4)
+    supernet = TextNASSupernet(20, num_layers=4, k=2, ops=ops, options=options)
+    assert ctrl.ops == supernet.ops == ("conv3", "rnn", "attention") and ctrl.num_ops == 3
+    gen = torch.Generator().manual_seed(0)
+    samples = [ctrl.sample(gen) for _ in range(20)]
+    archs = [s.architecture for s in samples] + [ctrl.argmax()]
+    for arch in archs:
+        assert supernet.validate_architecture(arch) is arch  # runs on the supernet as it is
+    assert set().union(*({s.op for s in a.layers} for a in archs)) == set(ops)
+    # op choice j is ops[j]: the same weights over the first three ops of OP_NAMES choose the
+    # same positions from the same generator
+    prefix = _tiny(5)
+    gen = torch.Generator().manual_seed(0)
+    for s in samples:
+        other = prefix.sample(gen).architecture
+        assert [ctrl.ops.index(x.op) for x in s.architecture.layers] == [
+            prefix.ops.index(x.op) for x in other.layers
+        ]
+        assert [(x.input, x.skips) for x in s.architecture.layers] == [
+            (x.input, x.skips) for x in other.layers
+        ]
+    # teacher forcing reads names the same way (the numpy reference indexes ctrl.ops)
+    log_lik, _, _, ref_op_probs = _reference(ctrl, archs[0])
+    forced = ctrl.log_prob_of(archs[0])
+    assert forced.log_prob.item() == pytest.approx(log_lik, abs=1e-6)
+    assert forced.log_prob.item() == pytest.approx(samples[0].log_prob.item(), abs=1e-12)
+    np.testing.assert_allclose(op_probs(forced, 1).numpy(), ref_op_probs[1], atol=1e-9)
+    with pytest.raises(ValueError, match="not in the controller's op set"):
+        ctrl.log_prob_of(random_arch(4, k=2, seed=0, ops=("conv1",)))
+    with pytest.raises(ValueError, match="unknown op 'conv9'"):
+        EnasController(ops=("conv3", "conv9"))
 
 
 def test_reinforce_step_formula():
@@ -177,19 +211,15 @@ def test_reinforce_step_formula():
     assert r == pytest.approx(r_exp) and b == pytest.approx(b_exp)
     expected = -s.log_prob.item() * (r_exp - b_exp) + 0.8 * s.skip_penalty.item()
     assert loss.item() == pytest.approx(expected)
-    tracker = ReinforceLoss(entropy_weight=1e-2, baseline_decay=0.9)
-    tracker.load_state_dict({"baseline": 0.2})
-    loss2, _ = tracker(s, 0.7)
-    assert loss2.item() == pytest.approx(expected) and tracker.baseline == pytest.approx(b_exp)
 
 
 def test_reinforce_learns_rewarded_op():
     torch.manual_seed(0)
-    ctrl = EnasController(num_layers=4, k=2, num_ops=8)
+    ctrl = EnasController(num_layers=4, k=2)
     opt = torch.optim.Adam(ctrl.parameters(), lr=2e-3)  # NNI's mutator_lr
     gen = torch.Generator().manual_seed(0)
     target_layer, target_op = 2, 5
-    p0 = ctrl.log_prob_of(Architecture.random(4, k=2, seed=0)).op_probs(target_layer)[target_op]
+    p0 = op_probs(ctrl.log_prob_of(random_arch(4, k=2, seed=0)), target_layer)[target_op]
     baseline, steps = 0.0, 0
     for steps in range(1, 401):  # noqa: B007
         s = ctrl.sample(gen)
@@ -202,7 +232,7 @@ def test_reinforce_learns_rewarded_op():
         if steps % 25 == 0:
             with torch.no_grad():
                 probs = [
-                    ctrl.log_prob_of(ctrl.sample(gen).architecture).op_probs(target_layer)[
+                    op_probs(ctrl.log_prob_of(ctrl.sample(gen).architecture), target_layer)[
                         target_op
                     ]
                     for _ in range(8)
@@ -215,8 +245,8 @@ def test_reinforce_learns_rewarded_op():
 
 def test_skip_penalty_pulls_skip_rate_to_target():
     torch.manual_seed(0)
-    ctrl = EnasController(num_layers=6, k=2, num_ops=3)
-    archs = [Architecture.random(6, k=2, seed=s, ops=OP_NAMES[:3]) for s in range(4)]
+    ctrl = EnasController(num_layers=6, k=2, ops=OP_NAMES[:3])
+    archs = [random_arch(6, k=2, seed=s, ops=OP_NAMES[:3]) for s in range(4)]
 
     def mean_sigmoid_q():
         with torch.no_grad():

@@ -16,6 +16,7 @@ from search_spaces.text import (
 from search_spaces.text.network import TextNASOptions, count_parameters
 from search_spaces.text.strategies import RandomStrategy
 from search_spaces.text.supernet import TextNASSupernet
+from tests.helpers.textnas import random_arch
 
 VOCAB = 40
 SMALL = dict(width=16, embed_dim=8)
@@ -248,9 +249,9 @@ def test_architecture_mismatch_errors() -> None:
         VOCAB, num_layers=24, k=5, ops=("conv1", "conv3"), options=TextNASOptions(**SMALL)
     )
     with pytest.raises(ArchitectureError, match="architecture has 12 layers, the supernet 24"):
-        supernet.validate_architecture(Architecture.random(12, k=5, ops=("conv1",)))
+        supernet.validate_architecture(random_arch(12, k=5, ops=("conv1",)))
     with pytest.raises(ArchitectureError, match="architecture has k=1 .*the supernet k=5"):
-        supernet.validate_architecture(Architecture.random(24, k=1, ops=("conv1",)))
+        supernet.validate_architecture(random_arch(24, k=1, ops=("conv1",)))
     arch = Architecture.released()
     with pytest.raises(
         ArchitectureError,
@@ -262,11 +263,11 @@ def test_architecture_mismatch_errors() -> None:
         supernet(ids, mask, arch)
     with pytest.raises(ValueError, match="not in this supernet's op set"):
         supernet.fixed_state_dict(arch)
-    ok = Architecture.random(24, k=5, seed=3, ops=("conv3", "conv1"))
+    ok = random_arch(24, k=5, seed=3, ops=("conv3", "conv1"))
     assert supernet.validate_architecture(ok) is ok
     with pytest.raises(ValueError, match="ids_b"):
         TextNASSupernet(VOCAB, num_layers=2, k=1, options=TextNASOptions(**SMALL), pair=True)(
-            ids, mask, Architecture.random(2, k=1)
+            ids, mask, random_arch(2, k=1)
         )
 
 
@@ -306,14 +307,14 @@ def test_random_strategy_is_deterministic_per_generator_and_valid() -> None:
     assert strategy.sample(torch.Generator().manual_seed(11)) == x
     for arch in seq1:
         arch.validate(num_layers=24, k=5)
-    # a restricted op set, given in any order, and the supernet helper draw the same
+    # a restricted op set, given in any order, and the supernet's (sorted) op set draw the same
     sub = RandomStrategy(6, 2, ops=("rnn", "conv1"))
     arch = sub.sample(torch.Generator().manual_seed(3))
     assert {spec.op for spec in arch.layers} <= {"conv1", "rnn"}
     supernet = TextNASSupernet(
         VOCAB, num_layers=6, k=2, ops=("conv1", "rnn"), options=TextNASOptions(**SMALL)
     )
-    assert supernet.sample_random(torch.Generator().manual_seed(3)) == arch
+    assert RandomStrategy(6, 2, supernet.ops).sample(torch.Generator().manual_seed(3)) == arch
 
 
 def test_random_strategy_statistics() -> None:

@@ -13,6 +13,7 @@ from search_spaces.text import (
     count_parameters,
 )
 from search_spaces.text.network import LinearCombine, masked_pool
+from tests.helpers.textnas import random_arch
 
 
 def test_released_architecture_has_the_papers_parameter_count() -> None:
@@ -88,7 +89,7 @@ def test_linear_combine_is_a_softmax_weighted_sum() -> None:
 
 def test_pair_and_regression_heads() -> None:
     torch.manual_seed(0)
-    arch = Architecture.random(4, seed=1)
+    arch = random_arch(4, seed=1)
     options = TextNASOptions(width=8, embed_dim=8)
     pair = TextNASClassifier(TextNASEncoder(arch, 30, options), num_classes=3, pair=True)
     ids, mask, _, _ = _batch(vocab=30)
@@ -110,7 +111,7 @@ def test_every_parameter_gets_a_gradient() -> None:
 
 
 def test_glove_init_and_bad_options() -> None:
-    arch = Architecture.random(3, seed=0)
+    arch = random_arch(3, seed=0)
     init = torch.randn(20, 8)
     encoder = TextNASEncoder(arch, 20, TextNASOptions(width=8, embed_dim=8), embedding_init=init)
     torch.testing.assert_close(encoder.embedding.weight.detach(), init)

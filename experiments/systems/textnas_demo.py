@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from experiments.run import RunResult, evaluate, train
-from search_spaces.text import Architecture
+from search_spaces.text import Architecture, RandomStrategy
 
 DATA_ROOT = Path("data/synthetic-sst")
 
@@ -55,7 +57,8 @@ def textnas(overrides: list[str]) -> dict:
 
     derived_arch = Architecture.load(derived_file)
     random_file = search_dir / "random_architecture.yaml"
-    Architecture.random(derived_arch.num_layers, k=derived_arch.k, seed=0).save(random_file)
+    random_space = RandomStrategy(derived_arch.num_layers, derived_arch.k)
+    random_space.sample(torch.Generator().manual_seed(0)).save(random_file)
     random_run, random_acc = _retrain([*overrides, f"model.architecture={random_file}"])
     total = time.perf_counter() - start
 
