@@ -44,7 +44,10 @@ from .network import (
 from .ops import ConvBN, Dropout, MaskedBatchNorm1d, apply_mask, build_op
 from .strategies import canonical_op_set, check_space
 
-__all__ = ["SupernetLayer", "TextNASSupernet"]
+__all__ = ["INITS", "SupernetLayer", "TextNASSupernet"]
+
+#: Initialisations of the shared weights (``TextNASSupernet(init=...)``).
+INITS = ("pytorch", "xavier")
 
 
 class SupernetLayer(nn.Module):
@@ -78,6 +81,12 @@ class TextNASSupernet(nn.Module):
     ``num_classes=1`` is a regression head; ``pair=True`` encodes two sentences with the same
     weights and classifies ``[u, v, |u - v|, u * v]`` (as :class:`TextNASClassifier`). The head
     dropout keeps ``options.final_keep``.
+
+    ``init``: ``"pytorch"`` (default) keeps PyTorch's default initialisation of the shared
+    Conv1d/Linear/GRU weights and the head, as NNI's search model does (its ``Model`` never
+    re-initialises); ``"xavier"`` applies the retrain network's Xavier-uniform init to every
+    Conv1d and Linear (the head too). Either way the embedding is GloVe (``embedding_init``) or
+    U[-0.25, 0.25) with a zero ``<pad>`` row, and BatchNorm starts at weight 1, bias 0.
     """
 
     def __init__(
@@ -90,9 +99,13 @@ class TextNASSupernet(nn.Module):
         embedding_init: torch.Tensor | None = None,
         num_classes: int = 5,
         pair: bool = False,
+        init: str = "pytorch",
     ):
         super().__init__()
         check_space(num_layers, k)
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        self.init = init
         options = options or TextNASOptions()
         self.num_layers = num_layers
         self.k = k
@@ -116,7 +129,10 @@ class TextNASSupernet(nn.Module):
         self.dropout = Dropout(1.0 - options.final_keep)
         width = options.width
         self.head = nn.Linear(4 * width if pair else width, num_classes)
-        reset_parameters(self, embedding_init)  # Xavier on every Conv1d/Linear, the head too
+        if init == "xavier":  # the retrain network's init: Xavier on every Conv1d/Linear
+            reset_parameters(self, embedding_init)
+        else:  # NNI's search: PyTorch's default init, only the embedding as in the retrain
+            reset_parameters(self.embedding, embedding_init)
         self._last_valid: Architecture | None = None
 
     @property

@@ -383,3 +383,53 @@ def test_parameter_count_matches_the_reference_sheet() -> None:
         small = TextNASSupernet(100, num_layers=24, k=5, options=TextNASOptions(width=32))
     assert count_parameters(small) == 795_549
     assert round(count_parameters(small) / 1e6, 2) == 0.80
+
+
+# ------------------------------------------------------------------ init of the shared weights
+
+
+def _uniform_bound(weight: torch.Tensor) -> float:
+    """The bound b of U[-b, b] that ``weight``'s spread matches (std = b / sqrt(3))."""
+    return float(weight.detach().std()) * 3**0.5
+
+
+@pytest.mark.parametrize("init", ["pytorch", "xavier"])
+def test_supernet_init_of_shared_weights(init: str) -> None:
+    torch.manual_seed(0)
+    width, classes = 64, 5
+    options = TextNASOptions(width=width, embed_dim=32)
+    supernet = TextNASSupernet(VOCAB, num_layers=2, k=2, options=options, num_classes=classes,
+                               init=init)  # fmt: skip
+    assert supernet.init == init
+    conv = supernet.layers[1].ops["conv3"].conv.weight  # (64, 64, 3): fan_in = fan_out = 192
+    query = supernet.layers[1].ops["attention"].query.weight  # Linear(64, 64)
+    head = supernet.head.weight
+    if init == "pytorch":  # kaiming_uniform(a=sqrt(5)): U[-1/sqrt(fan_in), 1/sqrt(fan_in)]
+        bounds = {"conv": 1 / 192**0.5, "query": 1 / width**0.5, "head": 1 / width**0.5}
+    else:  # xavier_uniform: U[-sqrt(6/(fan_in+fan_out)), ...]
+        bounds = {"conv": (6 / 384) ** 0.5, "query": (6 / 128) ** 0.5,
+                  "head": (6 / (width + classes)) ** 0.5}  # fmt: skip
+    for name, weight in (("conv", conv), ("query", query), ("head", head)):
+        bound = bounds[name]
+        assert weight.abs().max() <= bound + 1e-7, name
+        assert _uniform_bound(weight) == pytest.approx(bound, rel=0.1), name
+    # the same either way: GRU and bias defaults, BatchNorm 1/0, the embedding U[-0.25, 0.25)
+    gru = supernet.layers[0].ops["rnn"].gru.weight_hh_l0
+    assert gru.abs().max() <= 1 / width**0.5 and _uniform_bound(gru) > 0.9 / width**0.5
+    conv_bias = supernet.layers[1].ops["conv3"].conv.bias
+    assert conv_bias.abs().max() <= 1 / 192**0.5
+    bn = supernet.layers[1].bn
+    assert torch.equal(bn.weight, torch.ones(width)) and torch.equal(bn.bias, torch.zeros(width))
+    emb = supernet.embedding.weight
+    assert torch.equal(emb[0], torch.zeros(32)) and emb.abs().max() <= 0.25
+    assert _uniform_bound(emb[1:]) == pytest.approx(0.25, rel=0.1)
+
+
+def test_supernet_init_keeps_the_given_embedding_and_rejects_unknown_names() -> None:
+    glove = torch.randn(VOCAB, 8)
+    for init in ("pytorch", "xavier"):
+        supernet = TextNASSupernet(VOCAB, num_layers=2, k=2, options=TextNASOptions(**SMALL),
+                                   embedding_init=glove, init=init)  # fmt: skip
+        assert torch.equal(supernet.embedding.weight, glove)
+    with pytest.raises(ValueError, match=r"init must be one of pytorch, xavier, got 'kaiming'"):
+        TextNASSupernet(VOCAB, num_layers=2, k=2, options=TextNASOptions(**SMALL), init="kaiming")
