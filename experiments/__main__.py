@@ -11,22 +11,28 @@ import re
 import sys
 from collections.abc import Sequence
 
-USAGE = "usage: python -m experiments {demo,list,show,train,eval,<command>} [EXPERIMENT] [key=value ...]"
+USAGE = "usage: python -m experiments {demo,list,show,train,eval,data,<command>} [EXPERIMENT] [key=value ...]"
 HELP = f"""{USAGE}
 
 commands:
-  demo  [k=v ...]               every system's main job on generated data (CPU, minutes)
+  demo  [SYSTEM ...] [k=v ...]  each system's demo part on generated data (CPU, minutes);
+                                all systems without a name (make demo SYSTEMS=textnas)
   list                          experiments, their systems and descriptions
   show  EXPERIMENT [k=v ...]    the resolved config as YAML
   train EXPERIMENT [k=v ...]    train; resume=last (or resume=PATH) continues a run
   eval  [EXPERIMENT] ckpt=PATH [k=v ...]
                                 validate (and test) a checkpoint; config comes from it
+  data  EXPERIMENT [k=v ...]    the data as training reads it: split sizes and label counts,
+                                a preview folder, and one JSON line last on stdout
   <command> EXPERIMENT [k=v ...] [args]
                                 a system's own command (e.g. search, derive)
 
 overrides: key=value with YAML values, e.g. trainer.max_epochs=3 trainer.devices=[0,1]
            logger.wandb.mode=disabled resume=last; preset=trainer/cpu,trainer/ddp merges presets
-environment: SUITE_CONFIG_PATH extra config dirs; WANDB_MODE; SUITE_DEBUG=1 for tracebacks
+environment: SUITE_CONFIG_PATH extra config dirs; WANDB_MODE; SUITE_DEBUG=1 for tracebacks;
+             SUITE_CPU_KERNELS=0 stock PyTorch ops instead of the CPU fast paths (or the key
+             cpu_kernels=false); SUITE_GLIBC_TUNING=1 keeps freed memory in CPU runs (glibc
+             mallopt: fewer page faults per step, resident memory stays at its peak)
 """
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w\-.]*=")
@@ -81,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "demo":
         from experiments.demo import main as demo
 
-        _no_extra_args(words)
-        return demo(words)
+        overrides, systems = _split(words)
+        return demo(systems, overrides)
     if command == "list":
         if words:
             raise UsageError("'list' takes no arguments")
@@ -111,6 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(rest[0] if rest else None, overrides)
         _report(result.run_dir)
         return 0
+    if command == "data":
+        import json
+
+        from experiments.run import inspect_data
+
+        name, overrides = _experiment(words, command)
+        _no_extra_args(overrides)
+        summary, out_dir = inspect_data(name, overrides)
+        if _is_rank_zero():
+            for split, info in summary["splits"].items():
+                labels = ", ".join(f"{k} {v}" for k, v in (info.get("labels") or {}).items())
+                print(f"{split:<12} {info['size']:>8} examples   {labels}")
+            print(f"preview: {out_dir}")
+            print(json.dumps(summary, sort_keys=True))
+        return 0
     if command.startswith("-"):
         raise UsageError(f"unknown option '{command}'")
     from experiments.run import run_command
@@ -123,10 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command(command, rest[0], overrides, rest[1:])
 
 
-def _report(run_dir: object) -> None:
+def _is_rank_zero() -> bool:
     from experiments.trainer import env_rank
 
-    if env_rank() == 0:
+    return env_rank() == 0
+
+
+def _report(run_dir: object) -> None:
+    if _is_rank_zero():
         print(f"run folder: {run_dir}")
 
 

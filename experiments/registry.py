@@ -25,6 +25,7 @@ from experiments.config import ConfigError, RunConfig, load_yaml
 
 if TYPE_CHECKING:
     import lightning as L
+    from lightning.pytorch.callbacks import Callback
     from omegaconf import DictConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -53,18 +54,32 @@ class SystemSpec:
         name: registry name, also written to the config's ``system`` key.
         config_cls: the system's config dataclass (a :class:`RunConfig` subclass).
         build: ``build(cfg, checkpoint) -> (module, datamodule)``; ``checkpoint`` is the loaded
-            checkpoint dict for ``eval`` (to rebuild e.g. a stored architecture), else None.
-        validate: extra checks on the composed config; raise :class:`ConfigError`.
+            checkpoint dict when a run is rebuilt from one (eval, resume, derive), else None.
+        datamodule: ``datamodule(cfg, checkpoint) -> datamodule`` alone, for the ``data``
+            command (it needs ``data_summary()`` and ``write_preview(dir)``).
+        validate: checks of the composed config, run once per command; raise
+            :class:`ConfigError`; never changes the config.
+        callbacks: ``callbacks(cfg) -> [Callback, ...]`` the system adds to every Trainer
+            (the shared ones, media logger included, are always there).
+        checkpoint_monitor: ``fn(cfg) -> metric or None`` when the monitored metric depends
+            on the config (``checkpoint.monitor=auto``).
+        find_unused_parameters: each backward leaves some parameters without gradient (one
+            sub-network of a supernet, one player of a GAN): under DDP the plain strategies
+            (``ddp``, ``ddp_spawn``, ...) become their ``_find_unused_parameters_true`` form.
         after_fit / after_eval: hooks run (on every rank) after training / evaluation.
         commands: which built-in commands (``train``, ``eval``) the system supports.
-        extra_commands: more commands, ``fn(cfg, args) -> exit code`` (e.g. search, derive);
+        extra_commands: more commands, ``fn(cfg, args) -> exit code`` (e.g. derive);
             ``args`` are the command-line words that are not ``key=value`` overrides.
     """
 
     name: str
     config_cls: type[RunConfig]
     build: BuildFn
+    datamodule: Callable[[DictConfig, dict | None], L.LightningDataModule] | None = None
     validate: Callable[[DictConfig], None] | None = None
+    callbacks: Callable[[DictConfig], list[Callback]] | None = None
+    checkpoint_monitor: Callable[[DictConfig], str | None] | None = None
+    find_unused_parameters: bool = False
     after_fit: Callable[[RunContext], None] | None = None
     after_eval: Callable[[RunContext], None] | None = None
     commands: tuple[str, ...] = ("train", "eval")
@@ -75,11 +90,46 @@ class SystemSpec:
             raise TypeError(f"SystemSpec {self.name!r}: config_cls must subclass RunConfig")
 
 
+@dataclass
+class DemoResult:
+    """What a system's demo part reports for the closing table of ``make demo``.
+
+    ``rows`` are ``(what was trained, its figures)`` pairs; ``outputs`` are
+    ``(what to look at, path)`` pairs (pictures, videos, run folders, wandb runs).
+    """
+
+    system: str
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+DemoFn = Callable[[list[str]], DemoResult]
+
 # name -> "module:ATTR" (imported on first use) or a SystemSpec
 SYSTEMS: dict[str, str | SystemSpec] = {
     "textnas_train": "experiments.systems.textnas:SPEC",
     "textnas_search": "experiments.systems.textnas_search:SPEC",
 }
+
+# A system family's demo part: name -> "module:function" taking the demo's key=value overrides.
+DEMOS: dict[str, str | DemoFn] = {
+    "textnas": "experiments.systems.textnas_demo:demo",
+}
+
+
+def get_demo(name: str) -> DemoFn:
+    """The demo part registered as ``name``."""
+    entry = DEMOS.get(name)
+    if entry is None:
+        close = difflib.get_close_matches(name, sorted(DEMOS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown demo system '{name}'; {hint}systems: {', '.join(sorted(DEMOS))}")
+    if isinstance(entry, str):
+        module_name, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module_name), attr)
+        DEMOS[name] = entry
+    return entry
 
 
 def register_system(spec: SystemSpec, *, replace: bool = True) -> SystemSpec:

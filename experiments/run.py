@@ -1,4 +1,5 @@
-"""In-process API of the entry point: ``resolve``, ``train``, ``evaluate``, ``show``.
+"""In-process API of the entry point: ``resolve``, ``train``, ``evaluate``, ``inspect_data``,
+``show``.
 
 The CLI (``python -m experiments``) is a thin shell over these functions, and the tests call
 them directly.
@@ -20,6 +21,13 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.callbacks import MetricsJSON
+from experiments.checkpoints import (
+    check_state_fits,
+    load_checkpoint,
+    load_run,
+    stored_config,
+    suite_meta,
+)
 from experiments.config import ConfigError, compose, is_user_error, parse_override, to_yaml
 from experiments.registry import (
     RunContext,
@@ -51,23 +59,20 @@ class RunResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _finish_config(spec: SystemSpec, cfg: DictConfig, experiment: str, command: str) -> DictConfig:
+def _check_command(spec: SystemSpec, cfg: DictConfig, experiment: str, command: str) -> None:
     if cfg.experiment != experiment:
         raise ConfigError(f"experiment: cannot be overridden (running '{experiment}')")
-    if spec.validate is not None:
-        spec.validate(cfg)
     if command in ("train", "eval") and command not in spec.commands:
         raise ConfigError(
             f"system '{cfg.system}' has no '{command}' command; it has: "
             + ", ".join([*spec.commands, *spec.extra_commands])
         )
-    return cfg
 
 
-def resolve(
-    experiment: str, overrides: Sequence[str] = (), command: str | None = None
+def compose_experiment(
+    experiment: str, overrides: Sequence[str] = (), command: str = ""
 ) -> tuple[SystemSpec, DictConfig]:
-    """Compose an experiment's config: schema defaults <- its YAML <- ``overrides``."""
+    """An experiment's config, not yet validated: schema defaults <- its YAML <- ``overrides``."""
     path = experiment_yaml(experiment)
     system = experiment_system(experiment)
     spec = get_system(system)
@@ -76,7 +81,18 @@ def resolve(
         raise ConfigError(
             f"system: cannot be overridden (experiment '{experiment}' is a '{system}' run)"
         )
-    return spec, _finish_config(spec, cfg, experiment, command or "")
+    _check_command(spec, cfg, experiment, command)
+    return spec, cfg
+
+
+def resolve(
+    experiment: str, overrides: Sequence[str] = (), command: str | None = None
+) -> tuple[SystemSpec, DictConfig]:
+    """An experiment's config, validated once by its system."""
+    spec, cfg = compose_experiment(experiment, overrides, command or "")
+    if spec.validate is not None:
+        spec.validate(cfg)
+    return spec, cfg
 
 
 def show(experiment: str, overrides: Sequence[str] = ()) -> str:
@@ -87,34 +103,6 @@ def show(experiment: str, overrides: Sequence[str] = ()) -> str:
 # --------------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------------
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint on CPU (memory-mapped when possible); ConfigError if absent/unreadable."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError:
-        pass  # not a zip-format checkpoint: no mmap
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ConfigError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
-
-
-def _suite_meta(checkpoint: dict[str, Any], path: Path, experiment: str | None) -> dict[str, Any]:
-    meta = checkpoint.get("suite")
-    if not isinstance(meta, dict) or "experiment" not in meta:
-        raise ConfigError(
-            f"checkpoint {path} has no suite metadata (it was not written by `python -m experiments train`)"
-        )
-    if experiment is not None and meta["experiment"] != experiment:
-        raise ConfigError(
-            f"checkpoint {path} was written by experiment '{meta['experiment']}', not '{experiment}'"
-        )
-    return meta
 
 
 def find_resume(cfg: DictConfig) -> tuple[str | None, Path | None]:
@@ -131,7 +119,7 @@ def find_resume(cfg: DictConfig) -> tuple[str | None, Path | None]:
         path = found[-1]
         return str(path), path.parent.parent
     path = Path(str(cfg.resume)).expanduser().resolve()
-    meta = _suite_meta(load_checkpoint(path), path, str(cfg.experiment))
+    meta = suite_meta(load_checkpoint(path), path, str(cfg.experiment))
     if path.parent.name == "checkpoints":
         return str(path), path.parent.parent
     stored = Path(meta.get("run_dir", ""))
@@ -200,22 +188,21 @@ class _RunFolder:
 
 def train(experiment: str, overrides: Sequence[str] = ()) -> RunResult:
     """Train an experiment; ``resume=last|PATH`` continues a run in its own folder."""
-    spec, cfg = resolve(experiment, overrides, command="train")
+    spec, cfg = compose_experiment(experiment, overrides, command="train")
     ckpt_path, resume_dir = find_resume(cfg)
     checkpoint = None
-    if ckpt_path is not None:
+    if ckpt_path is None:
+        if spec.validate is not None:
+            spec.validate(cfg)
+    else:
         # A resumed run is the checkpoint's run: its stored config (model sizes, data) <- the
         # overrides, and the system rebuilds from the checkpoint (e.g. its vocabulary), so a
         # mismatch is caught before anything in the run folder is touched.
         checkpoint = load_checkpoint(Path(ckpt_path))
-        meta = _suite_meta(checkpoint, Path(ckpt_path), experiment)
-        stored = dict(meta.get("config") or {})
-        stored.update(experiment=experiment, resume=str(cfg.resume), ckpt=None)
-        cfg = compose(
-            spec.config_cls, [], list(overrides), base=stored,
-            base_origin=f"config stored in {ckpt_path}",
-        )  # fmt: skip
-        cfg = _finish_config(spec, cfg, experiment, "train")
+        meta = suite_meta(checkpoint, Path(ckpt_path), experiment)
+        cfg = stored_config(spec, meta, Path(ckpt_path), overrides, experiment=experiment,
+                            resume=str(cfg.resume), ckpt=None)  # fmt: skip
+        _check_command(spec, cfg, experiment, "train")
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = spec.build(cfg, checkpoint)
     if checkpoint is not None:
@@ -225,28 +212,13 @@ def train(experiment: str, overrides: Sequence[str] = ()) -> RunResult:
     with _RunFolder(run_dir, fresh=resume_dir is None), warnings.catch_warnings():
         if resume_dir is not None:  # continuing in its own folder is the point
             warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")
-        trainer = build_trainer(cfg, run_dir, module)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        trainer = build_trainer(cfg, run_dir, module, spec)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         run_dir = _shared_run_dir(trainer, run_dir)
         metrics = _metrics(trainer)
         if spec.after_fit is not None:
             spec.after_fit(RunContext(cfg, run_dir, trainer, module, datamodule, metrics))
         return RunResult(run_dir, metrics)
-
-
-def check_state_fits(module: L.LightningModule, checkpoint: dict, path: object) -> None:
-    """A checkpoint whose weights do not fit the module built from the config is a user error
-    (e.g. a changed model size on resume), caught before any run folder is touched."""
-    stored = checkpoint.get("state_dict", {})
-    for name, tensor in module.state_dict().items():
-        if name not in stored:
-            raise ConfigError(f"checkpoint {path} does not fit this config: it has no '{name}'")
-        if tuple(stored[name].shape) != tuple(tensor.shape):
-            raise ConfigError(
-                f"checkpoint {path} does not fit this config: '{name}' has shape "
-                f"{tuple(stored[name].shape)} there and {tuple(tensor.shape)} here "
-                "(was a model size changed?)"
-            )
 
 
 def _ckpt_override(overrides: Sequence[str]) -> str:
@@ -265,41 +237,59 @@ def evaluate(experiment: str | None, overrides: Sequence[str] = ()) -> RunResult
     The config is: schema defaults <- the config stored in the checkpoint <- ``overrides``.
     ``experiment`` defaults to the checkpoint's; a different one is an error.
     """
-    path = Path(_ckpt_override(overrides)).expanduser()
-    checkpoint = load_checkpoint(path)
-    meta = _suite_meta(checkpoint, path, experiment)
-    experiment = str(meta["experiment"])
-    spec = get_system(str(meta["system"]))
-    stored = {k: v for k, v in dict(meta.get("config") or {}).items()}
-    stored.update(experiment=experiment, resume=None, ckpt=str(path))
-    cfg = compose(
-        spec.config_cls, [], list(overrides), base=stored, base_origin=f"config stored in {path}"
-    )
-    cfg = _finish_config(spec, cfg, experiment, "eval")
+    run = load_run(_ckpt_override(overrides), experiment, overrides)
+    spec, cfg, module, datamodule = run.spec, run.cfg, run.module, run.datamodule
+    _check_command(spec, cfg, str(cfg.experiment), "eval")
     L.seed_everything(cfg.seed, workers=True)
-    module, datamodule = spec.build(cfg, checkpoint)
     run_dir = make_run_dir(cfg, suffix="-eval")
     with _RunFolder(run_dir, fresh=True):
-        trainer = build_trainer(cfg, run_dir, module, checkpointing=False)
-        with warnings.catch_warnings():  # evaluation needs no ModelCheckpoint
-            warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint")
-            trainer.validate(module, datamodule=datamodule, ckpt_path=str(path), weights_only=False)
-            if getattr(datamodule, "has_test_labels", False):
-                trainer.test(module, datamodule=datamodule, ckpt_path=str(path), weights_only=False)
+        trainer = build_trainer(cfg, run_dir, module, spec, checkpointing=False)
+        trainer.validate(module, datamodule=datamodule)
+        if getattr(datamodule, "has_test_labels", False):
+            trainer.test(module, datamodule=datamodule)
         run_dir = _shared_run_dir(trainer, run_dir)
         metrics = _metrics(trainer)
         if spec.after_eval is not None:
             spec.after_eval(
-                RunContext(cfg, run_dir, trainer, module, datamodule, metrics, checkpoint)
+                RunContext(cfg, run_dir, trainer, module, datamodule, metrics, run.checkpoint)
             )
         return RunResult(run_dir, metrics)
+
+
+def inspect_data(experiment: str, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], Path]:
+    """The data exactly as training reads it: ``({"splits": {...}, ...}, preview folder)``.
+
+    The datamodule's ``data_summary()`` gives the split sizes and label counts; its
+    ``write_preview(folder)`` writes what a person looks at into a new ``<stamp>-data`` folder.
+    """
+    spec, cfg = resolve(experiment, overrides, command="data")
+    if spec.datamodule is not None:
+        datamodule = spec.datamodule(cfg, None)
+    else:
+        datamodule = spec.build(cfg, None)[1]
+    datamodule.setup("fit")
+    for method in ("data_summary", "write_preview"):
+        if not callable(getattr(datamodule, method, None)):
+            raise ConfigError(f"system '{cfg.system}': its datamodule has no {method}()")
+    summary = datamodule.data_summary()
+    out_dir = make_run_dir(cfg, suffix="-data")
+    try:
+        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        datamodule.write_preview(out_dir)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    return summary, out_dir
 
 
 def run_command(
     command: str, experiment: str, overrides: Sequence[str], args: Sequence[str]
 ) -> int:
-    """Run a system's extra command (``search``, ``derive``, ...); returns its exit code."""
-    spec, cfg = resolve(experiment, overrides, command=command)
+    """Run a system's extra command (``derive``, ...); returns its exit code.
+
+    The command gets the experiment's composed config and validates what it uses (``derive``
+    rebuilds the checkpoint's run through the run loader, which validates that config)."""
+    spec, cfg = compose_experiment(experiment, overrides, command=command)
     fn = spec.extra_commands.get(command)
     if fn is None:
         raise ConfigError(

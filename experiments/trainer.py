@@ -24,6 +24,9 @@ from omegaconf import DictConfig
 
 from experiments.callbacks import MetricsJSON, RNGState, SuiteMetadata
 from experiments.config import ConfigError, to_container, to_yaml
+from experiments.registry import SystemSpec
+from lightning_modules.callbacks import MediaLogger
+from lightning_modules.layer_sync import SyncBatchNormLayers
 
 RUN_DIR_ENV = "SUITE_RUN_DIR"
 
@@ -158,14 +161,25 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 # --------------------------------------------------------------------------------------------
 
 
-def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """``lightning.Trainer`` keyword arguments from ``cfg.trainer`` (same names)."""
+# The DDP strategies whose reducer expects every parameter to get a gradient in each backward.
+PLAIN_DDP = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def trainer_kwargs(cfg: DictConfig, spec: SystemSpec | None = None) -> dict[str, Any]:
+    """``lightning.Trainer`` keyword arguments from ``cfg.trainer`` (same names), with what the
+    system needs: ``ddp`` -> ``ddp_find_unused_parameters_true`` for systems that leave
+    parameters without gradient, and a layer-sync plugin that keeps BatchNorm subclasses'
+    own forward (``lightning_modules/layer_sync.py``) for ``sync_batchnorm``."""
     kwargs = to_container(cfg.trainer)
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if kwargs[key] is None:
             kwargs.pop(key)  # Trainer's default (all batches)
     if kwargs["precision"] == "32":
         kwargs["precision"] = "32-true"
+    if spec is not None and spec.find_unused_parameters and kwargs["strategy"] in PLAIN_DDP:
+        kwargs["strategy"] = f"{kwargs['strategy']}_find_unused_parameters_true"
+    if kwargs["sync_batchnorm"]:
+        kwargs["plugins"] = [SyncBatchNormLayers()]
     return kwargs
 
 
@@ -187,25 +201,41 @@ def check_manual_optimization(cfg: DictConfig, module: L.LightningModule) -> Non
         )
 
 
+def checkpoint_monitor(cfg: DictConfig, spec: SystemSpec | None) -> str | None:
+    """``checkpoint.monitor``; ``auto`` asks the system (e.g. the task's main metric)."""
+    monitor = cfg.checkpoint.monitor
+    if monitor == "auto":
+        if spec is None or spec.checkpoint_monitor is None:
+            raise ConfigError(f"checkpoint.monitor=auto: system '{cfg.system}' names no metric; give one")
+        return spec.checkpoint_monitor(cfg)
+    return monitor
+
+
 def build_callbacks(
-    cfg: DictConfig, run_dir: Path, with_logger: bool, checkpointing: bool = True
-) -> list[Callback]:
-    """Checkpointing, LR monitor (with a real logger), progress bar and the suite callbacks."""
+    cfg: DictConfig, run_dir: Path, with_logger: bool, checkpointing: bool = True,
+    spec: SystemSpec | None = None,
+) -> list[Callback]:  # fmt: skip
+    """Checkpointing, LR monitor (with a real logger), progress bar, the suite callbacks, the
+    media logger and the system's own callbacks."""
     c = cfg.checkpoint
-    callbacks: list[Callback] = [SuiteMetadata(cfg, run_dir), RNGState(), MetricsJSON(run_dir)]
+    monitor = checkpoint_monitor(cfg, spec)
+    callbacks: list[Callback] = [SuiteMetadata(cfg, run_dir), RNGState(), MetricsJSON(run_dir),
+                                 MediaLogger(run_dir)]  # fmt: skip
+    if spec is not None and spec.callbacks is not None:
+        callbacks += list(spec.callbacks(cfg))
     if checkpointing:
         best = ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
             filename="epoch{epoch:03d}-step{step:06d}",
-            monitor=c.monitor,
+            monitor=monitor,
             mode=c.mode,
             save_top_k=c.save_top_k,
-            save_last=c.save_last and not c.monitor,
+            save_last=c.save_last and not monitor,
             every_n_epochs=c.every_n_epochs,
             auto_insert_metric_name=False,
         )
         callbacks.insert(0, best)  # first: trainer.checkpoint_callback is the best one
-        if c.save_last and c.monitor:
+        if c.save_last and monitor:
             # Lightning rewrites last.ckpt only when the monitored callback saves a new top-k
             # file; resume=last needs the latest epoch, so a second callback writes it always.
             latest = ModelCheckpoint(
@@ -225,8 +255,9 @@ def build_callbacks(
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, module: L.LightningModule, *, checkpointing: bool = True
-) -> L.Trainer:
+    cfg: DictConfig, run_dir: Path, module: L.LightningModule, spec: SystemSpec | None = None,
+    *, checkpointing: bool = True,
+) -> L.Trainer:  # fmt: skip
     """The Trainer for ``cfg``: loggers, callbacks, ``default_root_dir=run_dir``.
 
     ``checkpointing=False`` (evaluation runs) leaves ``ModelCheckpoint`` out.
@@ -236,7 +267,7 @@ def build_trainer(
     """
     check_manual_optimization(cfg, module)
     run_dir = Path(run_dir)
-    kwargs = trainer_kwargs(cfg)
+    kwargs = trainer_kwargs(cfg, spec)
     real_logging = not kwargs["fast_dev_run"]
     loggers = build_loggers(cfg, run_dir) if real_logging else []
     try:
@@ -244,7 +275,7 @@ def build_trainer(
             **kwargs,
             default_root_dir=str(run_dir),
             logger=loggers or False,
-            callbacks=build_callbacks(cfg, run_dir, real_logging, checkpointing),
+            callbacks=build_callbacks(cfg, run_dir, real_logging, checkpointing, spec),
             enable_checkpointing=checkpointing,
         )
     except (MisconfigurationException, ValueError, ModuleNotFoundError) as e:
@@ -258,8 +289,3 @@ def build_trainer(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     return trainer
-
-
-def uses_wandb(trainer: L.Trainer) -> bool:
-    """Whether any of the trainer's loggers is a W&B logger."""
-    return any(isinstance(lg, WandbLogger) for lg in trainer.loggers)

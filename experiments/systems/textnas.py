@@ -7,26 +7,29 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from datamodules.glue import GlueDataModule
 from datamodules.synthetic.sentiment import ensure_synthetic_sst
 from datamodules.text_tasks import TASKS
-from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig, to_container
+from experiments.checkpoints import load_checkpoint
+from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig
 from experiments.registry import RunContext, SystemSpec
+from experiments.trainer import env_rank
+from lightning_modules.textnas.config import RetrainOptimConfig, SupernetConfig, as_config
 from lightning_modules.textnas.metrics import SHORT_NAMES
 from lightning_modules.textnas.retrain import TextNASRetrainModule
 from search_spaces.text import (
-    OP_NAMES,
     Architecture,
     ArchitectureError,
     TextNASOptions,
     TextNASSupernet,
+    cpu_kernels,
 )
 
 
@@ -47,29 +50,12 @@ class TextDataConfig:
     use_test_labels: bool = False
     num_workers: int = 0
     bucket: bool = True
+    pad_to_max_length: bool = False  # True: every batch padded to max_length (the reference)
     generate: bool = False  # write the synthetic SST-format data set into root if missing
 
 
 @dataclass
-class TextNetworkConfig:
-    """The network options of :class:`~search_spaces.text.TextNASOptions` as typed config keys
-    (shared by the retrained network and the search's supernet)."""
-
-    width: int = 256
-    embed_dim: int = 300
-    embed_keep: float = 0.8
-    cnn_keep: float = 0.8
-    rnn_keep: float = 0.8
-    attention_keep: float = 0.8
-    final_keep: float = 1.0
-    post_bn: str = "always"  # "always" (NNI) or "with_skips" (official code)
-    masked_bn: bool = False  # True: BatchNorm statistics over real tokens only (fixed)
-    maxpool_ignores_padding: bool = False  # True: max pool never sees padding (fixed)
-    pool: str = "mean"
-
-
-@dataclass
-class TextNASModelConfig(TextNetworkConfig):
+class TextNASModelConfig(TextNASOptions):
     """The fixed network: an architecture file (or a shipped name) and its options."""
 
     architecture: str = "released"  # a shipped name, or a .yaml / NNI .json / official .txt file
@@ -77,26 +63,17 @@ class TextNASModelConfig(TextNetworkConfig):
 
 
 @dataclass
-class TextNASOptimConfig:
-    """Adam + per-epoch cosine with warm restarts (NNI ``run_retrain.sh``)."""
-
-    lr: float = 2e-3
-    lr_min: float = 5e-6
-    eps: float = 1e-3
-    weight_decay: float = 1e-6
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "cosine_restarts"  # cosine_restarts | cosine | constant
-    t0: int = 10
-    t_mult: int = 2
-    fused: bool = True  # one fused Adam kernel (CPU and CUDA); False = per-tensor loop
-
-
-@dataclass
 class TextNASTrainConfig(RunConfig):
     system: str = "textnas_train"
+    # True in presets that follow a paper recipe: without data.glove a warning says that the
+    # embeddings are random and the numbers not comparable with the paper's.
+    paper_recipe: bool = False
+    # The hand-written CPU fast paths (search_spaces/text/cpu_kernels.py); false = stock
+    # PyTorch ops everywhere; null = the SUITE_CPU_KERNELS environment variable (default on).
+    cpu_kernels: Optional[bool] = None
     data: TextDataConfig = field(default_factory=TextDataConfig)
     model: TextNASModelConfig = field(default_factory=TextNASModelConfig)
-    optim: TextNASOptimConfig = field(default_factory=TextNASOptimConfig)
+    optim: RetrainOptimConfig = field(default_factory=RetrainOptimConfig)
     # Real global clipping at 5 (the reference's retraining clip is a no-op, §5.3); the
     # datamodule shards batches itself, so Lightning must not add a DistributedSampler.
     trainer: TrainerConfig = field(
@@ -111,12 +88,40 @@ def check_task(task: str) -> None:
         raise ConfigError(f"data.task: unknown task '{task}'; valid tasks: {', '.join(sorted(TASKS))}")
 
 
+def check_network(section: str, node: DictConfig) -> None:
+    """The network options' own checks (``TextNASOptions.__post_init__``) as config errors."""
+    try:
+        OmegaConf.to_object(node)
+    except ValueError as e:
+        raise ConfigError(f"{section}: {e}") from e
+    if node.width % 4:
+        raise ConfigError(f"{section}.width must be divisible by the 4 attention heads, got {node.width}")
+
+
 def validate(cfg: DictConfig) -> None:
     check_task(cfg.data.task)
-    if cfg.model.width % 4:
-        raise ConfigError(f"model.width must be divisible by the 4 attention heads, got {cfg.model.width}")
-    if cfg.checkpoint.monitor == "auto":
-        cfg.checkpoint.monitor = f"val/{SHORT_NAMES[TASKS[cfg.data.task].metrics[0]]}"
+    check_network("model", cfg.model)
+
+
+def checkpoint_monitor(cfg: DictConfig) -> str:
+    """``checkpoint.monitor=auto``: the task's main metric."""
+    return f"val/{SHORT_NAMES[TASKS[cfg.data.task].metrics[0]]}"
+
+
+def prepare_process(cfg: DictConfig) -> None:
+    """Process-wide settings of a TextNAS run: the CPU-kernel switch and the GloVe warning."""
+    cpu_kernels.set_enabled(cfg.cpu_kernels)
+    warn_if_not_comparable(cfg)
+
+
+def warn_if_not_comparable(cfg: DictConfig) -> None:
+    """One warning line for a paper-recipe preset run without GloVe (rank 0)."""
+    if cfg.paper_recipe and not cfg.data.glove and env_rank() == 0:
+        print(
+            f"warning: {cfg.experiment} follows a paper recipe, but data.glove is not set: the "
+            "embeddings are random, so its numbers are not comparable with the paper's",
+            file=sys.stderr,
+        )
 
 
 def load_architecture(name_or_path: str) -> Architecture:
@@ -149,20 +154,27 @@ def build_datamodule(
         min_count=data.min_count, lowercase=data.lowercase, glove=data.glove,
         embed_dim=embed_dim, phrases=data.phrases, dev_phrases=data.dev_phrases,
         num_workers=data.num_workers, bucket=data.bucket, seed=seed, vocab=vocab,
+        pad_to_max_length=data.pad_to_max_length,
         use_test_labels=data.use_test_labels if use_test_labels is None else use_test_labels,
     )  # fmt: skip
+
+
+def datamodule(cfg: DictConfig, checkpoint: dict | None = None) -> GlueDataModule:
+    """The retrain datamodule (the checkpoint's vocabulary when rebuilding a run)."""
+    vocab = checkpoint_vocab(checkpoint) if checkpoint is not None else None
+    return build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed, vocab=vocab)
 
 
 def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASRetrainModule, GlueDataModule]:
     """Datamodule first (its vocabulary sizes the embedding), then the module.
 
-    For ``eval`` the vocabulary and the architecture come from the checkpoint, so the weights
-    line up whatever files the user points at now.
+    When a run is rebuilt from a checkpoint, the vocabulary and the architecture come from it,
+    so the weights line up whatever files the user points at now.
     """
-    validate(cfg)
+    prepare_process(cfg)
+    inherited = None
     if checkpoint is not None:
-        vocab = checkpoint_vocab(checkpoint)
-        dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed, vocab=vocab)
+        dm = datamodule(cfg, checkpoint)
         architecture = Architecture.from_dict(checkpoint["hyper_parameters"]["architecture"])
     else:
         architecture = load_architecture(cfg.model.architecture)
@@ -170,9 +182,6 @@ def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASRetrainModul
         vocab = inherited.vocab if inherited is not None else None
         dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed, vocab=vocab)
     dm.setup("fit")
-    network = to_container(cfg.model)
-    network.pop("architecture")
-    network.pop("init_from")
     module = TextNASRetrainModule(
         architecture=architecture.to_dict(),
         vocab_size=len(dm.vocab),
@@ -180,13 +189,13 @@ def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASRetrainModul
         pair=dm.is_pair,
         regression=dm.is_regression,
         metrics=list(dm.task_spec.metrics),
-        network=network,
-        optim=to_container(cfg.optim),
+        network=as_config(TextNASOptions, OmegaConf.to_object(cfg.model)),
+        optim=OmegaConf.to_object(cfg.optim),
         val_splits=dm.val_split_names,
         test_splits=dm.test_split_names,
         embedding_init=None if checkpoint is not None else dm.embedding_matrix(),
     )
-    if checkpoint is None and inherited is not None:
+    if inherited is not None:
         load_inherited_weights(module, inherited.weights, cfg.model.init_from)
     return module, dm
 
@@ -203,7 +212,7 @@ def inherited_supernet(cfg: DictConfig, architecture: Architecture) -> _Inherite
     path = Path(str(cfg.model.init_from)).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.init_from: no such checkpoint: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     system = (ckpt.get("suite") or {}).get("system")
     if system != "textnas_search":
         raise ConfigError(
@@ -211,16 +220,16 @@ def inherited_supernet(cfg: DictConfig, architecture: Architecture) -> _Inherite
             f"'{system}'); give the last.ckpt of a search run"
         )
     hp = ckpt["hyper_parameters"]
-    options = TextNASOptions(**(hp.get("network") or {}))
+    space = as_config(SupernetConfig, hp["supernet"])
     for key in ("width", "embed_dim", "post_bn"):
-        if getattr(options, key) != cfg.model[key]:
+        if getattr(space, key) != cfg.model[key]:
             raise ConfigError(
                 f"model.{key}={cfg.model[key]} does not match the supernet in {path} "
-                f"({key}={getattr(options, key)}); set model.{key}={getattr(options, key)}"
+                f"({key}={getattr(space, key)}); set model.{key}={getattr(space, key)}"
             )
     supernet = TextNASSupernet(
-        hp["vocab_size"], num_layers=hp["num_layers"], k=hp["k"], ops=hp.get("ops") or OP_NAMES,
-        options=options, num_classes=hp["num_classes"], pair=hp.get("pair", False),
+        hp["vocab_size"], num_layers=space.num_layers, k=space.k, ops=space.ops,
+        options=space.options(), num_classes=hp["num_classes"], pair=hp.get("pair", False),
     )  # fmt: skip
     prefix = "supernet."
     supernet.load_state_dict(
@@ -252,6 +261,8 @@ SPEC = SystemSpec(
     name="textnas_train",
     config_cls=TextNASTrainConfig,
     build=build,
+    datamodule=datamodule,
     validate=validate,
+    checkpoint_monitor=checkpoint_monitor,
     after_fit=after_fit,
 )

@@ -1,24 +1,24 @@
-"""``make demo``: every system's main job on embedded, generated data, on CPU, in minutes.
+"""TextNAS's part of ``make demo`` (on embedded, generated data, on CPU, in minutes):
 
-TextNAS:
 1. generate the SST-2-format synthetic data set and retrain the paper's released architecture
    (24 layers, C=32) on it;
 2. search a 10-layer TextNAS space on it with ENAS (weight sharing + controller), derive the
    best architecture, retrain it, and retrain a random architecture of the same space;
-3. print the three validation accuracies side by side, with the majority class.
+3. report the three validation accuracies side by side, with the majority class, for the
+   demo's closing table (``experiments/demo.py``).
 
-    python -m experiments demo [key=value ...]     # overrides go to every run (e.g. output_dir)
+    python -m experiments demo textnas [key=value ...]   # overrides go to every run
 """
 
 from __future__ import annotations
 
 import collections
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from experiments.registry import DemoResult
 from experiments.run import RunResult, evaluate, train
 from search_spaces.text import Architecture, RandomStrategy
 
@@ -45,10 +45,10 @@ def _wandb_run(run_dir: Path) -> str | None:
     return str(runs[-1]) if runs else None
 
 
-def textnas(overrides: list[str]) -> dict:
+def demo(overrides: list[str]) -> DemoResult:
+    """Retrain the released architecture, search, retrain the derived and a random one."""
     start = time.perf_counter()
     released, released_acc = _retrain(overrides)
-    t_released = time.perf_counter() - start
 
     search = train("textnas_search_synthetic", overrides)
     search_dir = Path(search.run_dir)
@@ -60,33 +60,24 @@ def textnas(overrides: list[str]) -> dict:
     random_space = RandomStrategy(derived_arch.num_layers, derived_arch.k)
     random_space.sample(torch.Generator().manual_seed(0)).save(random_file)
     random_run, random_acc = _retrain([*overrides, f"model.architecture={random_file}"])
-    total = time.perf_counter() - start
 
-    run_dir = Path(released.run_dir)
-    print()
-    print("TextNAS on generated SST-2 data (CPU)")
-    print(f"  released run      {run_dir}   ({t_released:.0f} s)")
-    if _wandb_run(run_dir):
-        print(f"  wandb (offline)   {_wandb_run(run_dir)}")
-    print(f"  search run        {search_dir}")
-    print(f"  derived arch      {derived_file}  (+ architecture.png, candidates.yaml, search/*.png)")
-    print(f"  derived retrain   {derived.run_dir}")
-    print(f"  random retrain    {random_run.run_dir}")
+    n = derived_arch.num_layers
+    rows = []
     if (DATA_ROOT / "dev.tsv").exists():
-        print(f"  majority class                      val/acc = {_majority_accuracy(DATA_ROOT / 'dev.tsv'):.3f}")
-    print(f"  released architecture (24 layers)   val/acc = {released_acc:.3f}")
-    print(f"  derived architecture ({derived_arch.num_layers} layers)    val/acc = {derived_acc:.3f}")
-    print(f"  random architecture ({derived_arch.num_layers} layers)     val/acc = {random_acc:.3f}")
-    print(f"  time              {total:.0f} s")
-    return {"released": released_acc, "derived": derived_acc, "random": random_acc,
-            "run_dir": str(run_dir), "search_dir": str(search_dir)}  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    textnas(overrides)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        rows.append(("majority class (generated SST-2)", f"val/acc {_majority_accuracy(DATA_ROOT / 'dev.tsv'):.3f}"))
+    rows += [
+        ("released architecture, 24 layers", f"val/acc {released_acc:.3f}"),
+        (f"ENAS-derived architecture, {n} layers", f"val/acc {derived_acc:.3f}"),
+        (f"random architecture, {n} layers", f"val/acc {random_acc:.3f}"),
+    ]
+    outputs = [
+        ("released retrain", str(released.run_dir)),
+        ("search run (search/*.png per epoch)", str(search_dir)),
+        ("derived architecture", f"{derived_file} (+ architecture.png, candidates.yaml)"),
+        ("derived retrain", str(derived.run_dir)),
+        ("random retrain", str(random_run.run_dir)),
+    ]
+    for label, run_dir in (("wandb (offline), released", released.run_dir), ("wandb (offline), search", search_dir)):
+        if _wandb_run(Path(run_dir)):
+            outputs.append((label, str(_wandb_run(Path(run_dir)))))
+    return DemoResult("textnas", rows, outputs, time.perf_counter() - start)

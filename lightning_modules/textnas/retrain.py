@@ -18,6 +18,7 @@ from torch import nn
 
 from search_spaces.text import Architecture, TextNASClassifier, TextNASEncoder, TextNASOptions
 
+from .config import RetrainOptimConfig, as_config, plain
 from .metrics import build_metrics, predictions
 from .schedules import follow_max_epochs
 
@@ -32,9 +33,8 @@ class TextNASRetrainModule(L.LightningModule):
         pair: sentence-pair task (encode both sentences with the same network).
         regression: mean squared error and a scalar output (STS-B).
         metrics: metric names of the task (``accuracy``, ``f1``, ``mcc``, ``pearson``, ``spearman``).
-        network: keyword arguments of :class:`TextNASOptions`.
-        optim: ``lr``, ``lr_min``, ``eps``, ``weight_decay``, ``betas``, ``schedule``
-            (``cosine_restarts``, ``cosine`` or ``constant``), ``t0``, ``t_mult``.
+        network: :class:`TextNASOptions` (or a mapping of some of its fields).
+        optim: :class:`~lightning_modules.textnas.config.RetrainOptimConfig` (or a mapping).
         val_splits: names of the validation loaders in order (MNLI has two); the first is
             logged as ``val/...``, the others as ``val_<name>/...``.
         embedding_init: optional (vocab_size, embed_dim) GloVe matrix; not a hyper-parameter.
@@ -48,19 +48,21 @@ class TextNASRetrainModule(L.LightningModule):
         pair: bool = False,
         regression: bool = False,
         metrics: tuple[str, ...] | list[str] = ("accuracy",),
-        network: dict | None = None,
-        optim: dict | None = None,
+        network: TextNASOptions | dict | None = None,
+        optim: RetrainOptimConfig | dict | None = None,
         val_splits: tuple[str, ...] | list[str] = ("dev",),
         test_splits: tuple[str, ...] | list[str] = ("test",),
         embedding_init: torch.Tensor | None = None,
     ):
         super().__init__()
+        options = as_config(TextNASOptions, network)
+        self.optim_cfg = as_config(RetrainOptimConfig, optim)
+        # Hyper-parameters as plain dicts: checkpoints load with weights_only=True.
+        network, optim = plain(options), plain(self.optim_cfg)
         self.save_hyperparameters(ignore=["embedding_init"])
-        options = TextNASOptions(**(network or {}))
         encoder = TextNASEncoder(Architecture.from_dict(architecture), vocab_size, options, embedding_init)
         self.net = TextNASClassifier(encoder, num_classes, pair=pair, final_keep=options.final_keep)
         self.regression = regression
-        self.optim_cfg = {**DEFAULT_OPTIM, **(optim or {})}
         self.val_prefixes = [split_prefix("val", name, i) for i, name in enumerate(val_splits)]
         self.test_prefixes = [split_prefix("test", name, i) for i, name in enumerate(test_splits)]
         self.val_metrics = nn.ModuleList(build_metrics(metrics, num_classes, p) for p in self.val_prefixes)
@@ -121,41 +123,28 @@ class TextNASRetrainModule(L.LightningModule):
         # Lightning cannot clip the gradients of a fused optimizer under mixed precision (it
         # would unscale inside the kernel), so fused Adam is for full precision only.
         precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        fused = bool(cfg["fused"]) and "mixed" not in precision
+        fused = cfg.fused and "mixed" not in precision
         optimizer = torch.optim.Adam(
             self.parameters(),
-            lr=cfg["lr"],
-            betas=tuple(cfg["betas"]),
-            eps=cfg["eps"],
-            weight_decay=cfg["weight_decay"],
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
             fused=fused,
             foreach=None if fused else True,
         )
-        if cfg["schedule"] == "constant":
+        if cfg.schedule == "constant":
             return optimizer
-        if cfg["schedule"] == "cosine_restarts":
+        if cfg.schedule == "cosine_restarts":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-                optimizer, T_0=cfg["t0"], T_mult=cfg["t_mult"], eta_min=cfg["lr_min"]
+                optimizer, T_0=cfg.t0, T_mult=cfg.t_mult, eta_min=cfg.lr_min
             )
-        elif cfg["schedule"] == "cosine":
-            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else cfg["t0"]
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg["lr_min"])
+        elif cfg.schedule == "cosine":
+            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else cfg.t0
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.lr_min)
         else:
-            raise ValueError(f"unknown schedule {cfg['schedule']!r}: use cosine_restarts, cosine or constant")
+            raise ValueError(f"unknown schedule {cfg.schedule!r}: use cosine_restarts, cosine or constant")
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-
-DEFAULT_OPTIM: dict[str, Any] = {
-    "lr": 2e-3,
-    "lr_min": 5e-6,
-    "eps": 1e-3,
-    "weight_decay": 1e-6,
-    "betas": (0.9, 0.999),
-    "schedule": "cosine_restarts",
-    "t0": 10,
-    "t_mult": 2,
-    "fused": True,
-}
 
 
 def split_prefix(stage: str, split: str, index: int) -> str:

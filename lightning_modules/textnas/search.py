@@ -10,9 +10,9 @@ Reading order = the algorithm (reference sheet textnas.md §2.2, §2.3; lightnin
   eps 1e-3, wd 2e-6).
 * **controller phase** (ENAS only), every ``controller_every`` child steps (0 = after the last
   child step of each epoch, NNI's 3,000-then-500 rhythm): ``controller_steps`` REINFORCE steps,
-  each on the next *validation* batch of a cycled iterator over
-  ``trainer.datamodule.val_dataloader()``; the supernet in eval mode (BatchNorm running stats,
-  no dropout) and no grad; reward = accuracy of the sampled architecture on that batch, summed
+  each on the next *validation* batch, drawn in a seeded random order that is equal on every
+  rank (:func:`reward_batch_order`; the loader itself is length-sorted); the supernet in eval
+  mode (BatchNorm running stats, no dropout) and no grad; reward = accuracy of the sampled architecture on that batch, summed
   over ranks before dividing (identical on every rank); ``b <- 0.99 b + 0.01 R``; controller
   Adam lr 2e-3, clip 5. The test split is never read.
 * **validation**: the controller's argmax architecture (random strategy: one fixed sample per
@@ -20,8 +20,8 @@ Reading order = the algorithm (reference sheet textnas.md §2.2, §2.3; lightnin
   ``val/loss``.
 * per epoch: cosine learning rate for the child (``CosineAnnealingLR(T_max=max_epochs)``), a
   per-layer op-frequency heatmap of the epoch's child samples and a drawing of the current
-  argmax architecture, written to ``<run_dir>/search/epoch_XXX_{ops,arch}.png`` (rank 0) and
-  logged to W&B when a ``WandbLogger`` is attached. The controller's reward, baseline,
+  argmax architecture, written to ``<run_dir>/search/epoch_XXX_{ops,arch}.png`` and to W&B
+  through the shared media logger. The controller's reward, baseline,
   entropy, skip rate, loss and sampled-architecture validation-batch accuracy are logged as
   per-epoch means (``search/...``).
 
@@ -35,72 +35,48 @@ architecture and reads the same next validation batch.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import WandbLogger
 from torchmetrics.classification import Accuracy
 
-from search_spaces.text import OP_NAMES, Architecture, TextNASOptions, TextNASSupernet
+from search_spaces.text import Architecture, TextNASSupernet
 from search_spaces.text.strategies import RandomStrategy
+
+from ..callbacks import media_logger
+from .config import (
+    ControllerConfig,
+    SearchConfig,
+    SearchOptimConfig,
+    SupernetConfig,
+    as_config,
+    plain,
+)
 
 from .controller import EnasController, reinforce_step
 from .derive import sample_architecture
-from .plots import architecture_figure, op_frequency_figure, save_figure
+from .plots import architecture_figure, op_frequency_figure
 from .schedules import follow_max_epochs
 
 STRATEGIES = ("enas", "random")
-
-DEFAULT_CONTROLLER: dict[str, Any] = {
-    "hidden": 64,
-    "skip_target": 0.4,
-    "skip_weight": 0.8,
-    "entropy_weight": 1e-4,
-    "baseline_decay": 0.99,
-    "lr": 2e-3,
-    "eps": 1e-8,  # NNI: torch Adam defaults (official code: eps 1e-3, wd 1e-3)
-    "weight_decay": 0.0,
-    "grad_clip": 5.0,
-    "tanh_constant": None,
-    "temperature": None,
-}
-DEFAULT_SEARCH: dict[str, Any] = {
-    "strategy": "enas",
-    "controller_every": 0,  # 0 = after the last child step of every epoch
-    "controller_steps": 500,
-    "derive_samples": 20,
-    "skip_prob": 0.5,  # random strategy: P(skip)
-    "grad_clip": 5.0,  # child: global norm
-    "arch_seed": None,  # None = the run seed given to the module
-    "plots": True,
-}
-DEFAULT_OPTIM: dict[str, Any] = {
-    "lr": 5e-3,
-    "eps": 1e-3,
-    "weight_decay": 2e-6,
-    "eta_min": 1e-5,
-    "betas": (0.9, 0.999),
-}
-
 
 class TextNASSearchModule(L.LightningModule):
     """One-shot TextNAS search over a :class:`TextNASSupernet`.
 
     Args:
         vocab_size, num_classes, pair: as :class:`TextNASSupernet`.
-        num_layers, k, ops: the search space.
-        network: keyword arguments of :class:`TextNASOptions` (NNI search: keeps 0.5).
-        controller: see :data:`DEFAULT_CONTROLLER`.
-        search: see :data:`DEFAULT_SEARCH`.
-        optim: child optimizer, see :data:`DEFAULT_OPTIM`.
+        supernet: the search space and shared network, a :class:`SupernetConfig`.
+        controller: a :class:`ControllerConfig`.
+        search: the loop, a :class:`SearchConfig`.
+        optim: child optimizer, a :class:`SearchOptimConfig`.
+        (Each config may also be a mapping of some of its fields, e.g. a checkpoint's
+        hyper-parameters; the dataclasses in ``config.py`` hold the defaults.)
         seed: seeds :attr:`arch_generator` (unless ``search.arch_seed`` is set).
-        plot_dir: where the per-epoch figures go (default ``<trainer.default_root_dir>/search``).
+        plot_dir: the run-folder subfolder of the per-epoch figures (default ``search``).
         embedding_init: optional GloVe matrix; not a hyper-parameter.
     """
 
@@ -109,49 +85,47 @@ class TextNASSearchModule(L.LightningModule):
         vocab_size: int,
         num_classes: int,
         pair: bool = False,
-        num_layers: int = 24,
-        k: int = 5,
-        ops: list[str] | tuple[str, ...] | None = None,
-        network: dict | None = None,
-        controller: dict | None = None,
-        search: dict | None = None,
-        optim: dict | None = None,
+        supernet: SupernetConfig | Mapping[str, Any] | None = None,
+        controller: ControllerConfig | Mapping[str, Any] | None = None,
+        search: SearchConfig | Mapping[str, Any] | None = None,
+        optim: SearchOptimConfig | Mapping[str, Any] | None = None,
         seed: int = 1234,
         plot_dir: str | None = None,
         embedding_init: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["embedding_init"])
         self.automatic_optimization = False
-        self.ctrl_cfg = {**DEFAULT_CONTROLLER, **(controller or {})}
-        self.search_cfg = {**DEFAULT_SEARCH, **(search or {})}
-        self.optim_cfg = {**DEFAULT_OPTIM, **(optim or {})}
-        strategy = self.search_cfg["strategy"]
+        space = as_config(SupernetConfig, supernet)
+        self.ctrl_cfg = as_config(ControllerConfig, controller)
+        self.search_cfg = as_config(SearchConfig, search)
+        self.optim_cfg = as_config(SearchOptimConfig, optim)
+        # Hyper-parameters as plain dicts: checkpoints load with weights_only=True.
+        supernet, controller = plain(space), plain(self.ctrl_cfg)
+        search, optim = plain(self.search_cfg), plain(self.optim_cfg)
+        self.save_hyperparameters(ignore=["embedding_init"])
+        strategy = self.search_cfg.strategy
         if strategy not in STRATEGIES:
             raise ValueError(
                 f"search.strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
             )
-        if (
-            int(self.search_cfg["controller_every"]) < 0
-            or int(self.search_cfg["controller_steps"]) < 0
-        ):
+        if self.search_cfg.controller_every < 0 or self.search_cfg.controller_steps < 0:
             raise ValueError("search.controller_every and search.controller_steps must be >= 0")
-        options = TextNASOptions(**(network or {}))
+        num_layers, k = space.num_layers, space.k
         self.supernet = TextNASSupernet(
-            vocab_size, num_layers, k, OP_NAMES if ops is None else ops, options, embedding_init,
-            num_classes, pair,
+            vocab_size, num_layers, k, space.ops, space.options(), embedding_init, num_classes, pair,
+            init=space.init,
         )  # fmt: skip
         self.ops: tuple[str, ...] = self.supernet.ops
         self.controller: EnasController | None = None
         if strategy == "enas":
             c = self.ctrl_cfg
             self.controller = EnasController(
-                num_layers=num_layers, k=k, ops=self.ops, hidden=c["hidden"],
-                skip_target=c["skip_target"],
-                temperature=c["temperature"], tanh_constant=c["tanh_constant"],
+                num_layers=num_layers, k=k, ops=self.ops, hidden=c.hidden,
+                skip_target=c.skip_target,
+                temperature=c.temperature, tanh_constant=c.tanh_constant,
             )  # fmt: skip
-        self.random_strategy = RandomStrategy(num_layers, k, self.ops, self.search_cfg["skip_prob"])
-        arch_seed = self.search_cfg["arch_seed"]
+        self.random_strategy = RandomStrategy(num_layers, k, self.ops, self.search_cfg.skip_prob)
+        arch_seed = self.search_cfg.arch_seed
         self.arch_seed = int(seed if arch_seed is None else arch_seed)
         self.arch_generator = torch.Generator().manual_seed(self.arch_seed)
         # State that must survive a checkpoint (lightning.md §2: global_step counts both optimizers).
@@ -161,7 +135,7 @@ class TextNASSearchModule(L.LightningModule):
         self.register_buffer("val_cursor", torch.zeros((), dtype=torch.long))
         self.register_buffer("op_counts", torch.zeros(num_layers, len(self.ops), dtype=torch.long))
         self.val_acc = Accuracy(task="multiclass", num_classes=max(num_classes, 2))
-        self._val_iter: Iterator[Any] | None = None
+        self._val_batches: list[list[int]] | None = None
         self._val_arch: Architecture | None = None
 
     # ----------------------------------------------------------------- sampling
@@ -206,7 +180,7 @@ class TextNASSearchModule(L.LightningModule):
         self.manual_backward(loss)
         self.clip_gradients(
             child_opt,
-            gradient_clip_val=float(self.search_cfg["grad_clip"]),
+            gradient_clip_val=self.search_cfg.grad_clip,
             gradient_clip_algorithm="norm",
         )
         child_opt.step()
@@ -221,33 +195,44 @@ class TextNASSearchModule(L.LightningModule):
         self.log("search/arch_skip_rate", arch.skip_rate(), batch_size=n)
         # 2. controller phase
         if ctrl_opt is not None and self._controller_due(batch_idx):
-            for _ in range(int(self.search_cfg["controller_steps"])):
+            for _ in range(self.search_cfg.controller_steps):
                 self._controller_step(ctrl_opt)
 
     def _controller_due(self, batch_idx: int) -> bool:
-        every = int(self.search_cfg["controller_every"])
-        if int(self.search_cfg["controller_steps"]) == 0:
+        every = self.search_cfg.controller_every
+        if self.search_cfg.controller_steps == 0:
             return False
         if every > 0:
             return int(self.child_step) % every == 0
         last = self.trainer.num_training_batches
         return not math.isfinite(last) or batch_idx == int(last) - 1
 
+    def _reward_loader(self) -> Any:
+        loader = self.trainer.datamodule.val_dataloader()
+        return loader[0] if isinstance(loader, (list, tuple)) else loader  # MNLI: matched
+
     def _next_val_batch(self) -> dict[str, torch.Tensor]:
-        """Next validation batch of a cycled iterator (recreated at the stored position)."""
-        if self._val_iter is None:
-            loader = self.trainer.datamodule.val_dataloader()
-            if isinstance(loader, (list, tuple)):
-                loader = loader[0]  # MNLI: matched
-            length = len(loader)
-            if length == 0:
-                raise RuntimeError(
-                    "the validation loader is empty: the controller needs validation batches"
-                )
-            self._val_iter = itertools.islice(
-                itertools.cycle(loader), int(self.val_cursor) % length, None
-            )
-        batch = next(self._val_iter)
+        """The next reward batch: this rank's validation batches in a seeded random order.
+
+        The validation loader is length-sorted, so its own order would drift from long to
+        short texts within a controller phase (and the baseline would lag the drift). Each
+        pass over the batches is a fresh permutation drawn from ``(arch_seed, pass)``, equal
+        on every rank; ``val_cursor`` (a buffer) counts the batches drawn, so a resumed search
+        reads the same next batch.
+        """
+        if self._val_batches is None:
+            loader = self._reward_loader()
+            if loader.batch_sampler is None:
+                raise RuntimeError("the validation loader needs a batch sampler for the reward")
+            self._val_batches = [list(b) for b in loader.batch_sampler]
+            self._val_collate, self._val_dataset = loader.collate_fn, loader.dataset
+        n = len(self._val_batches)
+        if n == 0:
+            raise RuntimeError("the validation loader is empty: the controller needs validation batches")
+        cursor = int(self.val_cursor)
+        order = reward_batch_order(n, self.arch_seed, cursor // n)
+        indices = self._val_batches[order[cursor % n]]
+        batch = self._val_collate([self._val_dataset[i] for i in indices])
         self.val_cursor += 1
         return self.trainer.strategy.batch_to_device(batch, self.device)
 
@@ -271,14 +256,14 @@ class TextNASSearchModule(L.LightningModule):
             sample,
             reward,
             float(self.baseline),
-            c["entropy_weight"],
-            c["baseline_decay"],
-            c["skip_weight"],
+            c.entropy_weight,
+            c.baseline_decay,
+            c.skip_weight,
         )
         ctrl_opt.zero_grad()
         self.manual_backward(loss)
         self.clip_gradients(
-            ctrl_opt, gradient_clip_val=float(c["grad_clip"]), gradient_clip_algorithm="norm"
+            ctrl_opt, gradient_clip_val=c.grad_clip, gradient_clip_algorithm="norm"
         )
         ctrl_opt.step()
         self.baseline.fill_(new_baseline)
@@ -331,37 +316,29 @@ class TextNASSearchModule(L.LightningModule):
         self.op_counts.zero_()
 
     def on_train_epoch_end(self) -> None:
-        if self.search_cfg["plots"] and self.trainer.is_global_zero:
+        if self.search_cfg.plots and self.trainer.is_global_zero:
             self._write_plots()
 
-    def plot_dir(self) -> Path:
-        if self.hparams.get("plot_dir"):
-            return Path(self.hparams["plot_dir"])
-        return Path(self.trainer.default_root_dir) / "search"
+    def plot_subdir(self) -> str:
+        """Where the per-epoch figures go, relative to the run folder (``plot_dir``)."""
+        return str(self.hparams.get("plot_dir") or "search")
 
     def _write_plots(self) -> None:
         epoch = self.current_epoch
-        out = self.plot_dir()
+        sub = self.plot_subdir()
         arch = self.current_architecture()
         kind = "argmax" if self.controller is not None else "sampled"
-        ops_png = save_figure(
-            op_frequency_figure(
-                self.op_counts.cpu().tolist(), self.ops, f"sampled ops, epoch {epoch}"
-            ),
-            out / f"epoch_{epoch:03d}_ops.png",
+        media = media_logger(self.trainer)
+        media.log_image(
+            "search/op_frequency",
+            op_frequency_figure(self.op_counts.cpu().tolist(), self.ops, f"sampled ops, epoch {epoch}"),
+            file=f"{sub}/epoch_{epoch:03d}_ops.png",
         )
-        arch_png = save_figure(
+        media.log_image(
+            "search/architecture",
             architecture_figure(arch, title=f"{kind} architecture, epoch {epoch}"),
-            out / f"epoch_{epoch:03d}_arch.png",
+            file=f"{sub}/epoch_{epoch:03d}_arch.png",
         )
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(
-                    key="search/op_frequency", images=[str(ops_png)], step=self.global_step
-                )
-                logger.log_image(
-                    key="search/architecture", images=[str(arch_png)], step=self.global_step
-                )
 
     def on_train_start(self) -> None:
         # After Lightning restored the schedulers from a checkpoint (see schedules.py).
@@ -370,21 +347,21 @@ class TextNASSearchModule(L.LightningModule):
     # -------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:
         o = self.optim_cfg
-        child = torch.optim.Adam(self.supernet.parameters(), lr=o["lr"], betas=tuple(o["betas"]),
-                                 eps=o["eps"], weight_decay=o["weight_decay"])  # fmt: skip
+        child = torch.optim.Adam(self.supernet.parameters(), lr=o.lr, betas=tuple(o.betas),
+                                 eps=o.eps, weight_decay=o.weight_decay)  # fmt: skip
         epochs = (
             self.trainer.max_epochs
             if self.trainer.max_epochs and self.trainer.max_epochs > 0
             else 10
         )
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            child, T_max=epochs, eta_min=o["eta_min"]
+            child, T_max=epochs, eta_min=o.eta_min
         )
         optimizers = [child]
         if self.controller is not None:
             c = self.ctrl_cfg
-            optimizers.append(torch.optim.Adam(self.controller.parameters(), lr=c["lr"], eps=c["eps"],
-                                               weight_decay=c["weight_decay"]))  # fmt: skip
+            optimizers.append(torch.optim.Adam(self.controller.parameters(), lr=c.lr, eps=c.eps,
+                                               weight_decay=c.weight_decay))  # fmt: skip
         return optimizers, [{"scheduler": sched, "interval": "epoch"}]
 
     # -------------------------------------------------------------- checkpoint
@@ -412,4 +389,10 @@ class TextNASSearchModule(L.LightningModule):
         state = checkpoint.get("textnas_search")
         if state is not None:
             self.arch_generator.set_state(state["arch_generator"])
-        self._val_iter = None
+        self._val_batches = None
+
+
+def reward_batch_order(num_batches: int, seed: int, cycle: int) -> list[int]:
+    """The order of the reward batches in pass ``cycle``: a permutation seeded by both."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(cycle))
+    return torch.randperm(num_batches, generator=g).tolist()

@@ -20,9 +20,10 @@ from .architecture import STEM, Architecture
 from .ops import ConvBN, Dropout, MaskedBatchNorm1d, apply_mask, build_op
 
 
-@dataclass(frozen=True)
+@dataclass
 class TextNASOptions:
-    """Everything about the network that is not the architecture.
+    """Everything about the network that is not the architecture (also the config schema of
+    the ``model``/``supernet`` sections, so each default is written only here).
 
     Dropout is given as *keep* probabilities, as in the reference code (§1.2): 0.8 for
     retraining and the official search, 0.5 for NNI's search, 1.0 before the head.

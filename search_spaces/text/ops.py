@@ -123,6 +123,13 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         )
         self.masked = masked
 
+    def sync_batchnorm(self, process_group: object | None = None) -> nn.Module:
+        """This layer with its training statistics taken over every process (the form
+        ``Trainer(sync_batchnorm=True)`` converts it to; a stock ``SyncBatchNorm`` takes no mask)."""
+        from .sync_batchnorm import SyncMaskedBatchNorm1d
+
+        return SyncMaskedBatchNorm1d.from_module(self, process_group)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         if not (self.masked and self.training and mask is not None):
             if self.training and _fast_cpu(x) and x.dim() == 3 and self.momentum is not None:

@@ -65,7 +65,7 @@ def trained(toy_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def test_train_writes_run_folder(trained):
@@ -88,7 +88,7 @@ def test_train_writes_run_folder(trained):
     assert fit["val/loss"] > 0 and fit["best_model_score"] == pytest.approx(
         min(fit["val/loss"], fit["best_model_score"])
     )
-    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["suite"]["experiment"] == "toy_a" and ckpt["suite"]["system"] == "toy"
     assert ckpt["suite"]["config"]["model"]["dropout"] == 0.3
     assert len(ckpt["rng_states"]) == 1

@@ -52,7 +52,7 @@ def test_two_process_cpu_ddp_matches_single_process_eval(sst_dir, tiny_arch, tmp
     assert proc.stdout.count("run folder:") == 1 and str(run_dir) in proc.stdout  # rank 0 only
 
     metrics = json.loads((run_dir / "metrics.json").read_text())["fit"]
-    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert len(ckpt["rng_states"]) == 2  # one per rank
     assert ckpt["suite"]["config"]["trainer"]["devices"] == 2
     # 4 batches of 16 per rank (use_distributed_sampler=False: the datamodule shards itself)

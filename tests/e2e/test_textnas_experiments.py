@@ -33,7 +33,7 @@ TEXTNAS_EXPERIMENTS = sorted(i.name for i in list_experiments() if i.system == "
 
 
 def _checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _check_run_folder(run_dir: Path, metrics: dict, monitor: str) -> None:
@@ -402,7 +402,7 @@ def test_last_checkpoint_is_the_latest_epoch_not_the_best(sst_dir, tiny_arch, tm
     result = train("textnas_train_synthetic", tiny(
         tmp_path, f"data.root={sst_dir}", f"model.architecture={tiny_arch}",
         "trainer.max_epochs=3", "checkpoint.monitor=val/acc", "checkpoint.mode=min"))  # fmt: skip
-    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(result.run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 2
     assert last["global_step"] == result.metrics["fit"]["global_step"]
     best = [p for p in (result.run_dir / "checkpoints").glob("epoch*.ckpt")]

@@ -50,7 +50,7 @@ def test_tiny_bf16_run_on_gpu(optim, sst_dir, tiny_arch, tmp_path):
     for key in ("train/loss", "val/loss", "val/acc"):
         assert math.isfinite(fit[key]), (key, fit)
     ckpt = torch.load(
-        result.run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False
+        result.run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True
     )
     for name, tensor in ckpt["state_dict"].items():
         if tensor.is_floating_point():

@@ -90,7 +90,7 @@ def test_search_run_folder_holds_the_derived_architecture(search_run):
                 "search/child_step"):  # fmt: skip
         assert key in fit, key
     assert fit["search/child_step"] == 6 and fit["search/controller_step"] == 4
-    last = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 1 and int(last["state_dict"]["child_step"]) == 6  # the final state
 
 
@@ -199,7 +199,8 @@ def _retrain_overrides(arch_path: Path, sst_dir: Path, out: Path, *extra: str) -
 def test_retrain_starts_from_the_inherited_shared_weights(search_run, sst_dir, tmp_path):
     """model.init_from: the derived architecture's weights and vocabulary come from the search."""
     from experiments.systems.textnas import build
-    from search_spaces.text import TextNASOptions, TextNASSupernet
+    from lightning_modules.textnas.config import SupernetConfig
+    from search_spaces.text import TextNASSupernet
 
     ckpt_path = search_run.run_dir / "checkpoints/last.ckpt"
     arch_path = search_run.run_dir / "architecture.yaml"
@@ -208,10 +209,11 @@ def test_retrain_starts_from_the_inherited_shared_weights(search_run, sst_dir, t
                      _retrain_overrides(arch_path, sst_dir, tmp_path, f"model.init_from={ckpt_path}"))  # fmt: skip
     module, dm = build(cfg, None)
 
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
-    supernet = TextNASSupernet(hp["vocab_size"], num_layers=hp["num_layers"], k=hp["k"],
-                               options=TextNASOptions(**hp["network"]), num_classes=hp["num_classes"])  # fmt: skip
+    space = SupernetConfig(**hp["supernet"])
+    supernet = TextNASSupernet(hp["vocab_size"], num_layers=space.num_layers, k=space.k,
+                               options=space.options(), num_classes=hp["num_classes"])  # fmt: skip
     supernet.load_state_dict({k[9:]: v for k, v in ckpt["state_dict"].items() if k.startswith("supernet.")})
     expected = supernet.fixed_encoder_state_dict(arch)
     got = module.net.encoder.state_dict()

@@ -41,7 +41,7 @@ def test_two_process_cpu_search_samples_alike_on_both_ranks(sst_dir, tmp_path):
         assert (run_dir / name).is_file(), name
     Architecture.load(run_dir / "architecture.yaml")
 
-    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     states = ckpt["textnas_search"]["arch_generator_ranks"]
     assert len(states) == 2 and torch.equal(states[0], states[1])  # same architecture stream
     # The controller was updated on both ranks (rewards averaged over ranks) and stayed equal.

@@ -29,7 +29,7 @@ def test_derived_architecture_beats_the_random_median(tmp_path):
     policy = [c["val_acc"] for c in candidates if c["source"].startswith("sample")]
 
     ckpt = torch.load(
-        result.run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=False
+        result.run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True
     )
     _, cfg = resolve("textnas_search_synthetic", overrides)
     module, dm = build(cfg, ckpt)

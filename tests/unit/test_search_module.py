@@ -67,7 +67,7 @@ class TinyData(L.LightningDataModule):
 def _module(strategy: str = "enas", seed: int = 0, **search) -> TextNASSearchModule:
     torch.manual_seed(seed)
     return TextNASSearchModule(
-        vocab_size=VOCAB, num_classes=2, num_layers=4, k=2, network=TINY_NET,
+        vocab_size=VOCAB, num_classes=2, supernet={**TINY_NET, "num_layers": 4, "k": 2},
         search={"strategy": strategy, "controller_every": 2, "controller_steps": 3, "plots": False, **search},
         seed=seed,
     )  # fmt: skip
@@ -201,8 +201,8 @@ def test_random_strategy_has_one_optimizer_and_no_controller(tmp_path):
 
 def test_op_subset_samples_only_those_ops(tmp_path):
     torch.manual_seed(0)
-    module = TextNASSearchModule(vocab_size=VOCAB, num_classes=2, num_layers=4, k=2,
-                                 ops=["max_pool", "conv3"], network=TINY_NET,
+    module = TextNASSearchModule(vocab_size=VOCAB, num_classes=2,
+                                 supernet={**TINY_NET, "num_layers": 4, "k": 2, "ops": ["max_pool", "conv3"]},
                                  search={"controller_every": 2, "controller_steps": 2, "plots": False})  # fmt: skip
     assert module.ops == ("conv3", "max_pool") and module.controller.num_ops == 2
     _trainer(tmp_path, batches=2).fit(module, datamodule=TinyData())
@@ -288,8 +288,8 @@ class StopAfterFirstEpoch(L.Callback):
 
 def _deterministic_module() -> TextNASSearchModule:
     torch.manual_seed(0)
-    return TextNASSearchModule(vocab_size=VOCAB, num_classes=2, num_layers=4, k=2,
-                               network={**TINY_NET, **NO_DROPOUT},
+    return TextNASSearchModule(vocab_size=VOCAB, num_classes=2,
+                               supernet={**TINY_NET, **NO_DROPOUT, "num_layers": 4, "k": 2},
                                search={"controller_every": 0, "controller_steps": 3, "plots": False})  # fmt: skip
 
 
@@ -311,7 +311,7 @@ def test_resume_from_a_checkpoint_continues_exactly(tmp_path):
     _trainer(tmp_path / "b", batches=3, epochs=2, callbacks=[saver, StopAfterFirstEpoch()],
              enable_checkpointing=True).fit(first, datamodule=Unshuffled())  # fmt: skip
     ckpt = tmp_path / "ckpt" / "epoch=0-step=6.ckpt"
-    assert "textnas_search" in torch.load(ckpt, weights_only=False)
+    assert "textnas_search" in torch.load(ckpt, weights_only=True)
 
     resumed, rec_b = _deterministic_module(), ArchRecorder()
     _trainer(tmp_path / "c", batches=3, epochs=2, callbacks=[rec_b]).fit(
@@ -342,3 +342,33 @@ def test_plots_go_to_a_wandb_logger_and_tolerate_none(tmp_path):
         module._write_plots()
     keys = [call.kwargs["key"] for call in wandb.log_image.call_args_list]
     assert keys == ["search/op_frequency", "search/architecture"]
+
+
+def test_reward_batches_come_in_a_seeded_random_order(tmp_path):
+    """The controller's reward batches: every pass over the validation batches is a fresh
+    permutation (the loader's own order is length-sorted in real data), drawn from the arch
+    seed alone, so every rank and a resumed run read the same sequence."""
+    data = TinyData(n_val=48, batch_size=8)  # 6 validation batches
+    loader_order = [b["ids"] for b in data.val_dataloader()]
+
+    def drawn_order(seed: int) -> list[int]:
+        module = _module(controller_steps=12, controller_every=0, seed=seed)
+        seen: list[int] = []
+        original = module._next_val_batch
+
+        def record():
+            batch = original()
+            seen.append(next(i for i, ids in enumerate(loader_order) if torch.equal(ids, batch["ids"])))
+            return batch
+
+        module._next_val_batch = record
+        _trainer(tmp_path, batches=2, limit_val_batches=0).fit(module, datamodule=data)
+        return seen
+
+    order = drawn_order(seed=0)
+    first, second = order[:6], order[6:]
+    assert sorted(first) == list(range(6)) and sorted(second) == list(range(6))
+    assert first != list(range(6)), "reward batches must not follow the loader's order"
+    assert first != second, "each pass over the batches is a new permutation"
+    assert drawn_order(seed=0) == order  # seeded: the same on every rank and on resume
+    assert drawn_order(seed=1) != order
