@@ -42,6 +42,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():  # not a pickled object: a damaged file
+            raise ConfigError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
         what = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
         raise ConfigError(
             f"checkpoint {path} holds objects other than tensors and plain values ({what}); "

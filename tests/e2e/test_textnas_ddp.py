@@ -1,4 +1,6 @@
-"""A real 2-process CPU DDP run (gloo) through the command line, checked against one process.
+"""A real 2-process CPU DDP run (gloo) through the command line and ``preset=trainer/ddp``
+(which turns on ``sync_batchnorm``: the masked BatchNorms must keep their forward), checked
+against one process.
 
 Lightning's ``ddp`` strategy re-executes ``python -m experiments ...`` for rank 1, which reuses
 rank 0's run folder (``SUITE_RUN_DIR``). The datamodule shards validation so that every dev
@@ -29,11 +31,15 @@ def test_two_process_cpu_ddp_matches_single_process_eval(sst_dir, tiny_arch, tmp
         out,
         f"data.root={sst_dir}",
         f"model.architecture={tiny_arch}",
+        "preset=trainer/ddp",  # the preset itself: ddp with sync_batchnorm
         "trainer.accelerator=cpu",
         "trainer.devices=2",
-        "trainer.strategy=ddp",
         "trainer.limit_val_batches=null",  # the whole dev set, as the single-process eval sees it
         "data.eval_batch_size=8",  # several validation batches per rank
+        # Faithful max pool and BatchNorm see the padding, so logits depend on which texts
+        # share a batch; padding every batch to max_length makes them independent of the
+        # ranks' batch composition.
+        "data.pad_to_max_length=true",
     )
     proc = subprocess.run(
         [python(), "-m", "experiments", "train", "textnas_train_synthetic", *args],
@@ -55,6 +61,7 @@ def test_two_process_cpu_ddp_matches_single_process_eval(sst_dir, tiny_arch, tmp
     ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert len(ckpt["rng_states"]) == 2  # one per rank
     assert ckpt["suite"]["config"]["trainer"]["devices"] == 2
+    assert ckpt["suite"]["config"]["trainer"]["sync_batchnorm"] is True
     # 4 batches of 16 per rank (use_distributed_sampler=False: the datamodule shards itself)
     assert metrics["global_step"] == 4
 

@@ -1,8 +1,9 @@
 """A real 2-process CPU DDP search (gloo) through the command line.
 
 Both ranks must sample the same architectures (one generator seeded alike on every rank), the
-unsampled ops leave parameters without gradient (so ``ddp_find_unused_parameters_true``), and
-rank 0 alone derives and writes the architecture files.
+unsampled ops leave parameters without gradient (the system asks for unused-parameter search, so
+the preset's plain ``ddp`` runs as ``ddp_find_unused_parameters_true``; its ``sync_batchnorm``
+keeps the masked BatchNorms), and rank 0 alone derives and writes the architecture files.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ def test_two_process_cpu_search_samples_alike_on_both_ranks(sst_dir, tmp_path):
     cwd.mkdir()
     data_before = tree_hashes(sst_dir)
     args = _search_overrides(
-        out, sst_dir, "trainer.accelerator=cpu", "trainer.devices=2",
-        "trainer.strategy=ddp_find_unused_parameters_true",
+        out, sst_dir, "preset=trainer/ddp", "trainer.accelerator=cpu", "trainer.devices=2",
     )  # fmt: skip
     proc = subprocess.run(
         [python(), "-m", "experiments", "train", "textnas_search_synthetic", *args],
