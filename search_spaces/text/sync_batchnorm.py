@@ -3,8 +3,8 @@
 ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (what ``Trainer(sync_batchnorm=True)`` runs)
 turns every ``_BatchNorm`` subclass into a stock ``SyncBatchNorm``, whose forward takes no
 padding mask. :class:`SyncMaskedBatchNorm1d` keeps the mask: in training it sums the per-channel
-statistics over all processes (through ``torch.distributed.nn``'s differentiable all-reduce, so
-gradients flow back to every rank's inputs) and normalises with them, exactly as one process
+statistics over all processes (through a differentiable all-reduce, so gradients flow back to
+every rank's inputs) and normalises with them, exactly as one process
 holding every rank's batch would. ``MaskedBatchNorm1d.sync_batchnorm()`` returns it, which is
 what the suite's layer-sync plugin (``lightning_modules/layer_sync.py``) calls.
 
@@ -23,12 +23,27 @@ from .ops import MaskedBatchNorm1d
 __all__ = ["SyncMaskedBatchNorm1d"]
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of every input is the sum of the outputs' gradients."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, group: object | None) -> torch.Tensor:  # type: ignore[override]
+        ctx.group = group
+        out = t.clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        grad = grad.clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
 def _all_reduce(t: torch.Tensor, group: object | None) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return t
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(t, group=group or dist.group.WORLD)
+    return _AllReduceSum.apply(t, group)
 
 
 class SyncMaskedBatchNorm1d(MaskedBatchNorm1d):

@@ -23,6 +23,7 @@ from experiments.config import ConfigError
 from experiments.registry import list_experiments
 from experiments.run import evaluate, resolve, train
 from experiments.systems.textnas import build_datamodule
+from experiments.trainer import checkpoint_monitor
 from search_spaces.text import Architecture
 from tests.e2e.conftest import QUIET, cli_env, python, tiny, tree_hashes
 
@@ -62,13 +63,14 @@ def test_textnas_experiments_are_found():
 @pytest.mark.parametrize("experiment", TEXTNAS_EXPERIMENTS)
 def test_every_textnas_experiment_trains(experiment, task_data, tiny_arch, tiny_arch_obj, tmp_path):
     overrides = tiny(tmp_path, f"model.architecture={tiny_arch}")
-    _, cfg = resolve(experiment, overrides)
+    spec, cfg = resolve(experiment, overrides)
     root = task_data(str(cfg.data.task))
     result = train(experiment, [*overrides, f"data.root={root}"])
 
     run_dir = result.run_dir
     assert run_dir.parent == tmp_path / experiment
-    _check_run_folder(run_dir, result.metrics, str(cfg.checkpoint.monitor))
+    assert cfg.checkpoint.monitor == "auto"  # validation leaves the config as composed
+    _check_run_folder(run_dir, result.metrics, checkpoint_monitor(cfg, spec))
     assert f"experiment: {experiment}" in (run_dir / "config.yaml").read_text()
     assert Architecture.load(run_dir / "architecture.yaml") == tiny_arch_obj
     ckpt = _checkpoint(run_dir / "checkpoints/last.ckpt")
