@@ -14,12 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from experiments.registry import DEMOS, DemoResult, get_demo
+from experiments import registry
+from experiments.registry import DemoResult, get_demo
 
 
 def run_demos(systems: Sequence[str], overrides: Sequence[str]) -> list[DemoResult]:
     """Run the demo parts of ``systems`` (all registered ones if empty), in that order."""
-    names = list(systems) or list(DEMOS)
+    names = list(systems) or list(registry.DEMOS)
     fns = [get_demo(name) for name in names]  # unknown names fail before anything runs
     results = []
     for name, fn in zip(names, fns):
