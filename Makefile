@@ -7,24 +7,32 @@ STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 PYTEST_ARGS ?=
+# demo parts to run (empty = every registered system), e.g. make demo SYSTEMS=textnas
+SYSTEMS ?=
 # Demo and tests write wandb runs locally unless you choose otherwise (WANDB_MODE=online).
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help setup demo test test-all test-gpu lint bench train-textnas eval-textnas search-textnas clean-outputs
+.PHONY: help setup check-system demo test test-all test-gpu lint bench data train-textnas eval-textnas search-textnas clean-outputs
 
 help:
-	@echo "make demo            train the released TextNAS architecture on generated data (CPU, minutes)"
+	@echo "make demo            every system's demo on generated data (CPU, minutes); SYSTEMS=textnas for one"
 	@echo "make test            the fast test suite (creates .venv if missing)"
 	@echo "make test-all        every test, slow ones included"
 	@echo "make test-gpu        the GPU tests (skipped without CUDA)"
 	@echo "make lint            ruff + import contracts"
 	@echo "make bench           throughput and memory -> benchmarks/results/*.json"
+	@echo "make data EXPERIMENT=textnas_train_sst2 ARGS='data.root=...'   the data as training reads it"
+	@echo "make check-system    the system (apt) packages of system-packages.txt"
 	@echo "make train-textnas ARGS='data.root=/path/to/glue/SST-2 trainer.devices=4'"
 	@echo "make eval-textnas ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
 	@echo "make search-textnas ARGS='data.root=/path/to/sst/trees trainer.devices=4 trainer.strategy=ddp_find_unused_parameters_true'"
 
-setup: $(STAMP)
+setup: check-system $(STAMP)
+
+# System libraries pip cannot install (system-packages.txt): named with the apt package.
+check-system:
+	@bash .ci/system-packages check
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python >= 3.10 (or run make PYTHON=/path/to/python3)"; exit 1; }
@@ -35,16 +43,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m experiments demo $(ARGS)
+demo: setup
+	$(PY) -m experiments demo $(SYSTEMS) $(ARGS)
 
-test: $(STAMP)
+test: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -m "not slow and not gpu" -p no:cacheprovider --timeout 900 $(PYTEST_ARGS)
 
-test-all: $(STAMP)
+test-all: setup
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-test-gpu: $(STAMP)
+test-gpu: setup
 	$(PY) -m pytest -m gpu -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -56,6 +64,9 @@ bench: $(STAMP)
 
 train-textnas: $(STAMP)
 	$(PY) -m experiments train $(or $(EXPERIMENT),textnas_train_sst2) $(ARGS)
+
+data: $(STAMP)
+	$(PY) -m experiments data $(EXPERIMENT) $(ARGS)
 
 search-textnas: $(STAMP)
 	$(PY) -m experiments train $(or $(EXPERIMENT),textnas_search_sst5) $(ARGS)
