@@ -109,3 +109,21 @@ def test_what_a_system_asks_of_the_trainer(tmp_path):
     assert Mine in kinds and MediaLogger in kinds
     best = next(cb for cb in callbacks if getattr(cb, "monitor", None))
     assert best.monitor == "val/acc"  # checkpoint.monitor=auto, resolved by the system
+
+
+def test_paper_recipe_without_glove_warns_once(capsys):
+    from experiments.systems.textnas import warn_if_not_comparable
+
+    paper = [i.name for i in list_experiments() if i.system.startswith("textnas")
+             and resolve(i.name)[1].paper_recipe]  # fmt: skip
+    assert {"textnas_search_sst5", "textnas_train_sst5", "textnas_train_sst2_trees"} <= set(paper)
+    assert "textnas_train_synthetic" not in paper
+    _, cfg = resolve("textnas_train_sst5")
+    warn_if_not_comparable(cfg)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: textnas_train_sst5") and "not comparable" in err[0]
+    _, cfg = resolve("textnas_train_sst5", ["data.glove=/data/glove.840B.300d.txt"])
+    warn_if_not_comparable(cfg)
+    _, cfg = resolve("textnas_train_synthetic")
+    warn_if_not_comparable(cfg)
+    assert capsys.readouterr().err == ""

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -302,6 +303,18 @@ def test_cli_bad_input_is_one_error_line_and_touches_nothing(
 
 
 
+class ActivationDtypes(L.Callback):
+    """Records the output dtypes of every convolution and linear layer during training."""
+
+    def __init__(self) -> None:
+        self.seen: set[torch.dtype] = set()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for m in pl_module.modules():
+            if isinstance(m, (nn.Conv1d, nn.Linear)):
+                m.register_forward_hook(lambda _m, _i, out: self.seen.add(out.dtype))
+
+
 @pytest.mark.parametrize(
     "variant",
     [
@@ -310,7 +323,13 @@ def test_cli_bad_input_is_one_error_line_and_touches_nothing(
         "unfused_without_rnn",
     ],
 )  # fmt: skip
-def test_bf16_mixed_on_cpu(variant, sst_dir, tiny_arch, tiny_arch_obj, tmp_path):
+def test_bf16_mixed_on_cpu(variant, sst_dir, tiny_arch, tiny_arch_obj, tmp_path, monkeypatch):
+    import experiments.trainer
+
+    recorder = ActivationDtypes()
+    build_callbacks = experiments.trainer.build_callbacks
+    monkeypatch.setattr(experiments.trainer, "build_callbacks",
+                        lambda *a, **k: [*build_callbacks(*a, **k), recorder])  # fmt: skip
     arch = tiny_arch
     extra = ["trainer.precision=bf16-mixed"]
     if variant != "defaults":
@@ -325,6 +344,7 @@ def test_bf16_mixed_on_cpu(variant, sst_dir, tiny_arch, tiny_arch_obj, tmp_path)
     )
     fit = result.metrics["fit"]
     assert fit["global_step"] == 4
+    assert torch.bfloat16 in recorder.seen, recorder.seen  # autocast really ran
     for key in ("train/loss", "val/loss", "val/acc"):
         assert math.isfinite(fit[key]), (key, fit)
     weights = _checkpoint(result.run_dir / "checkpoints/last.ckpt")["state_dict"]
