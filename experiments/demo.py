@@ -23,7 +23,7 @@ def run_demos(systems: Sequence[str], overrides: Sequence[str]) -> list[DemoResu
     names = list(systems) or list(registry.DEMOS)
     fns = [get_demo(name) for name in names]  # unknown names fail before anything runs
     results = []
-    for name, fn in zip(names, fns):
+    for fn in fns:
         start = time.perf_counter()
         result = fn(list(overrides))
         result.seconds = result.seconds or time.perf_counter() - start

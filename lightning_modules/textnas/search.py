@@ -56,7 +56,6 @@ from .config import (
     as_config,
     plain,
 )
-
 from .controller import EnasController, reinforce_step
 from .derive import sample_architecture
 from .plots import architecture_figure, op_frequency_figure
