@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +10,6 @@ import torch
 
 from experiments.checkpoints import load_checkpoint, suite_meta
 from experiments.config import ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class RunsCode:
@@ -43,19 +39,15 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     assert marker.exists()
 
 
-def test_eval_of_a_hostile_checkpoint_exits_2_with_one_line(tmp_path):
+def test_eval_of_a_hostile_checkpoint_exits_2_with_one_line(tmp_path, capsys):
+    from experiments.__main__ import cli
+
     marker = tmp_path / "pwned"
     ckpt = _hostile_checkpoint(tmp_path / "evil.ckpt", marker)
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    env.pop("SUITE_DEBUG", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments", "eval", f"ckpt={ckpt}", f"output_dir={tmp_path / 'out'}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: checkpoint") and "refusing to unpickle" in lines[-1]
-    assert "Traceback" not in proc.stderr
+    assert cli(["eval", f"ckpt={ckpt}", f"output_dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: checkpoint") and "refusing to unpickle" in err
+    assert len(err.strip().splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
