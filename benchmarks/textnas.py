@@ -1,33 +1,100 @@
 """TextNAS training-step benchmark (``make bench``).
 
-The configuration is the one the reference implementation was timed on (issue: "Speed"):
-the released 24-layer architecture, 5 classes, batch 32, length 64 with no padding, a trainable
-20,000 x 300 embedding, fp32; one step = zero_grad, forward, cross-entropy, backward, global
-gradient clipping at 5, Adam (lr 5e-3, eps 1e-3, weight decay 2e-6); the median of 10 steps after
-2 warm-ups. Widths 32 and 256. On a CUDA machine it adds bf16 autocast at C=256, batch 128.
+The configuration is the one the reference implementation was timed on: 24 layers, 5 classes,
+batch 32, length 64 with no padding, a trainable 20,000 x 300 embedding, fp32 on CPU; one step =
+zero_grad, forward, cross-entropy, backward, global gradient clipping at 5, Adam (lr 5e-3,
+eps 1e-3, weight decay 2e-6). Widths 32 and 256. Steps timed: the retrain step of the released
+architecture, the supernet step (all 8 ops in each layer) with one random architecture fixed
+and with a new one every step, and one ENAS controller step.
 
-    python -m benchmarks.textnas [--threads 2] [--steps 10] [--out benchmarks/results/textnas.json]
+Every step is timed with the CPU-kernel switch on and off (``search_spaces/text/cpu_kernels.py``)
+and, for the retrain and fixed-architecture supernet steps, with each CPU path off alone, the
+variants alternating round by round on the same model; the JSON gives each path's saving as a
+fraction of its step. ``--glibc-compare N`` adds N pairs of child processes with glibc's
+allocator tuning off and on (``experiments/allocator.py``), alternating.
+
+Reference figures: ``--reference`` (or ``SUITE_BENCH_REFERENCE=1``) runs the reference
+implementation's harness (``../shared/peers/textnas_step.py``, which needs ``PEER_SRC``) in
+child processes alternating with this suite's steps in the same run, on the same random
+architecture (the harness writes it with ``TN_DUMP_ARCH``), and prints those same-run ratios.
+Without it the bench prints the stored reference figures with the date and way they were
+measured, and no ratio: these machines drift by up to 2x between days.
+
+    python -m benchmarks.textnas [--threads 2] [--steps 10] [--rounds 3] [--reference]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks.machine import describe_machine, peak_memory_mb, reset_peak_memory
-from experiments.allocator import keep_freed_memory
-from search_spaces.text import Architecture, TextNASClassifier, TextNASEncoder, TextNASOptions
+from experiments.allocator import glibc_tuning_requested, keep_freed_memory
+from search_spaces.text import (
+    Architecture,
+    TextNASClassifier,
+    TextNASEncoder,
+    TextNASOptions,
+    cpu_kernels,
+)
 from search_spaces.text.network import count_parameters
 
-REFERENCE_SECONDS_PER_STEP = {32: 0.14, 256: 0.71}  # the issue's 2-core CPU measurements
-REFERENCE_SUPERNET_SECONDS_PER_STEP = {32: 0.125, 256: 0.60}  # supernet step, same machine
+PEER_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "peers" / "textnas_step.py"
+
+#: Reference (NNI TextNAS) step times measured on other days, for orientation only: never
+#: divided by a figure of this run. Seconds per step, median of 10 after 2 warm-ups.
+STORED_REFERENCE = [
+    {
+        "label": "measured on 2026-11-24 with ../shared/peers/textnas_step.py "
+        "(NNI TextNAS child step, median of 10 after 2 warm-ups, 2 threads), 2-core AMD EPYC VM",
+        "retrain_released": {32: 0.138, 256: 0.713},  # w*_final_arc
+        "supernet_random": {32: 0.125, 256: 0.596},  # w*_random (seed 0)
+    },
+    {
+        "label": "measured on 2026-12-01 with ../shared/peers/textnas_step.py "
+        "(same protocol, 4 runs, median of the run medians), same 2-core AMD EPYC VM, "
+        "1.6-2x slower than on 2026-11-24",
+        "retrain_released": {32: 0.218, 256: 1.40},
+        "supernet_random": {32: 0.186, 256: 1.07},
+    },
+]
+
+
+# ------------------------------------------------------------------------- switch variants
+
+
+@contextlib.contextmanager
+def _variant(name: str) -> Iterator[None]:
+    """``on``: every CPU path; ``off``: stock ops; ``without_<path>``: all but one path."""
+    before = cpu_kernels._override
+    cpu_kernels.set_enabled(name != "off")
+    try:
+        if name.startswith("without_"):
+            with cpu_kernels.without(name[len("without_") :]):
+                yield
+        else:
+            yield
+    finally:
+        cpu_kernels.set_enabled(before)
+
+
+def ablation_variants() -> list[str]:
+    return ["on", "off", *(f"without_{p}" for p in cpu_kernels.PATHS)]
+
+
+# ------------------------------------------------------------------------------- timing
 
 
 def make_step(
@@ -83,6 +150,78 @@ def time_steps(step: Callable[[], float], warmup: int, steps: int, device: str) 
     return times
 
 
+def time_variants(
+    step: Callable[[], float],
+    variants: list[str],
+    warmup: int,
+    steps: int,
+    rounds: int,
+    device: str = "cpu",
+) -> dict[str, dict]:
+    """``rounds`` rounds of ``steps`` cycles; a cycle times one step of each variant in turn
+    (after ``warmup`` untimed cycles), so every variant sees the same load on a shared machine.
+    Per variant: the median step time of each round, the fastest round's median (the headline:
+    another process can slow a whole round down) and every step time; per variant but the first,
+    ``paired_ratio``: the median over cycles of (first variant's step time / this variant's)."""
+    for _ in range(warmup):
+        for v in variants:
+            with _variant(v):
+                step()
+    times: dict[str, list[list[float]]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            times[v].append([])
+        for _ in range(steps):
+            for v in variants:
+                with _variant(v):
+                    times[v][-1].extend(time_steps(step, 0, 1, device))
+    out = {}
+    first = [t for r in times[variants[0]] for t in r]
+    for v, rs in times.items():
+        medians = [statistics.median(t) for t in rs]
+        flat = [t for r in rs for t in r]
+        out[v] = {
+            "seconds_per_step_median": min(medians),
+            "seconds_per_step_round_medians": medians,
+            "seconds_per_step_all": flat,
+        }
+        if v != variants[0]:
+            out[v]["paired_ratio"] = statistics.median(a / b for a, b in zip(first, flat))
+    return out
+
+
+def _summarise(entry: dict, timed: dict[str, dict], batch: int) -> dict:
+    """The switch-on figure as the entry's headline, the others under ``cpu_kernels``, and what
+    the switch and each path save as a fraction of the step without it: 1 - the median over
+    cycles of (step time with it / step time without it)."""
+    on = timed["on"]["seconds_per_step_median"]
+    entry.update(timed["on"])
+    entry["steps_per_s"] = 1.0 / on
+    entry["samples_per_s"] = batch / on
+    keys = ("seconds_per_step_median", "seconds_per_step_round_medians", "paired_ratio")
+    entry["cpu_kernels"] = {v: {k: t[k] for k in keys if k in t} for v, t in timed.items()}
+    if "off" in timed:
+        entry["stock_ops_seconds_per_step"] = timed["off"]["seconds_per_step_median"]
+        entry["cpu_kernels_saving"] = 1.0 - timed["off"]["paired_ratio"]
+    savings = {}
+    for v, t in timed.items():
+        if v.startswith("without_"):
+            savings[v[len("without_") :]] = 1.0 - t["paired_ratio"]
+    if savings:
+        entry["path_saving"] = savings
+    return entry
+
+
+# ------------------------------------------------------------------------------- benches
+
+
+def retrain_model(width: int, vocab: int, num_classes: int, device: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    options = TextNASOptions(width=width)
+    encoder = TextNASEncoder(Architecture.released(), vocab, options)
+    return TextNASClassifier(encoder, num_classes).to(device).train()
+
+
 def bench_retrain(
     width: int,
     batch: int = 32,
@@ -94,22 +233,16 @@ def bench_retrain(
     warmup: int = 2,
     steps: int = 10,
     rounds: int = 3,
+    variants: list[str] | None = None,
 ) -> dict:
-    """Median step time of ``rounds`` rounds of ``steps`` steps each (after ``warmup`` steps).
-
-    The headline figure is the fastest round's median: on a shared 2-core machine another
-    process can slow a whole round down; every round's median is kept in the JSON too.
-    """
-    torch.manual_seed(0)
-    arch = Architecture.released()
-    options = TextNASOptions(width=width)
-    model = TextNASClassifier(TextNASEncoder(arch, vocab, options), num_classes).to(device).train()
+    """The released architecture's training step (see :func:`time_variants`)."""
+    model = retrain_model(width, vocab, num_classes, device)
     step = make_step(model, batch, length, vocab, num_classes, device, autocast_dtype)
     reset_peak_memory(device)
-    round_times = [time_steps(step, warmup if i == 0 else 0, steps, device) for i in range(rounds)]
-    round_medians = [statistics.median(t) for t in round_times]
-    times = [t for r in round_times for t in r]
-    median = min(round_medians)
+    if device != "cpu" or variants is None:
+        variants = ["on"] if device != "cpu" else ["on", "off"]
+    timed = time_variants(step, variants, warmup, steps, rounds, device)
+    precision = "fp32" if autocast_dtype is None else f"{str(autocast_dtype).split('.')[-1]}-mixed"
     entry = {
         "name": f"textnas_retrain_released_C{width}"
         + ("" if autocast_dtype is None else f"_{str(autocast_dtype).split('.')[-1]}"),
@@ -120,24 +253,21 @@ def bench_retrain(
         "vocab": vocab,
         "num_classes": num_classes,
         "device": device,
-        "precision": "fp32"
-        if autocast_dtype is None
-        else str(autocast_dtype).split(".")[-1] + "-mixed",
+        "precision": precision,
         "params_total": count_parameters(model, exclude_embedding=False),
         "params_no_embedding": count_parameters(model),
-        "seconds_per_step_median": median,
-        "seconds_per_step_round_medians": round_medians,
-        "seconds_per_step_median_all_rounds": statistics.median(times),
-        "seconds_per_step_all": times,
-        "steps_per_s": 1.0 / median,
-        "samples_per_s": batch / median,
-        "peak_memory_mb": peak_memory_mb(device),
     }
-    ref = REFERENCE_SECONDS_PER_STEP.get(width)
-    if ref is not None and device == "cpu" and autocast_dtype is None and batch == 32:
-        entry["reference_seconds_per_step"] = ref
-        entry["speedup_vs_reference"] = ref / median
+    entry = _summarise(entry, timed, batch)
+    entry["peak_memory_mb"] = peak_memory_mb(device)
     return entry
+
+
+def _supernet(width: int, vocab: int, num_classes: int):
+    from search_spaces.text import TextNASSupernet
+
+    torch.manual_seed(0)
+    return TextNASSupernet(vocab, num_layers=24, k=5, options=TextNASOptions(width=width),
+                           num_classes=num_classes).train()  # fmt: skip
 
 
 def bench_search(
@@ -150,43 +280,40 @@ def bench_search(
     steps: int = 10,
     rounds: int = 3,
     controller_steps: int = 10,
+    variants: list[str] | None = None,
+    fixed: Architecture | None = None,
 ) -> list[dict]:
     """Supernet steps (all 8 ops per layer, 24 layers): one random architecture fixed while
-    timing (the reference's configuration), a new random architecture every step, and one
-    ENAS controller step (sample, score the sample on a batch in eval mode, REINFORCE, Adam)."""
-    from lightning_modules.textnas.controller import EnasController
-    from search_spaces.text import RandomStrategy, TextNASSupernet
+    timing (the reference's configuration; ``fixed``, else one drawn by the suite's random
+    strategy), a new random architecture every step, and one ENAS controller step (sample,
+    score the sample on a batch in eval mode, REINFORCE, Adam). ``variants`` apply to the
+    fixed-architecture step; the others are timed with the switch on and off."""
+    from lightning_modules.textnas import controller as enas
+    from search_spaces.text import RandomStrategy
 
-    torch.manual_seed(0)
-    supernet = TextNASSupernet(vocab, num_layers=24, k=5, options=TextNASOptions(width=width),
-                               num_classes=num_classes).train()  # fmt: skip
+    supernet = _supernet(width, vocab, num_classes)
     strategy = RandomStrategy(24, k=5)
     gen = torch.Generator().manual_seed(0)
-    fixed = strategy.sample(gen)
+    fixed = fixed if fixed is not None else strategy.sample(gen)
     common = {"width": width, "batch_size": batch, "length": length, "vocab": vocab,
               "num_classes": num_classes, "device": "cpu", "precision": "fp32",
               "params_total": count_parameters(supernet, exclude_embedding=False),
               "params_no_embedding": count_parameters(supernet)}  # fmt: skip
     entries = []
-    for name, arch_fn in (
-        ("fixed_arch", lambda: fixed),
-        ("new_arch_each_step", lambda: strategy.sample(gen)),
+    for name, arch_fn, names in (
+        ("fixed_arch", lambda: fixed, variants or ["on", "off"]),
+        ("new_arch_each_step", lambda: strategy.sample(gen), ["on", "off"]),
     ):
         step = make_step(supernet, batch, length, vocab, num_classes, "cpu", architecture=arch_fn)
-        rounds_t = [time_steps(step, warmup if i == 0 else 0, steps, "cpu") for i in range(rounds)]
-        medians = [statistics.median(t) for t in rounds_t]
-        median = min(medians)
-        entry = {"name": f"textnas_supernet_C{width}_{name}", **common,
-                 "seconds_per_step_median": median, "seconds_per_step_round_medians": medians,
-                 "steps_per_s": 1 / median, "samples_per_s": batch / median,
-                 "peak_memory_mb": peak_memory_mb("cpu")}  # fmt: skip
-        ref = REFERENCE_SUPERNET_SECONDS_PER_STEP.get(width)
-        if ref is not None and batch == 32:
-            entry["reference_seconds_per_step"] = ref
-            entry["speedup_vs_reference"] = ref / median
+        timed = time_variants(step, names, warmup, steps, rounds)
+        entry = _summarise({"name": f"textnas_supernet_C{width}_{name}", **common}, timed, batch)
+        if name == "fixed_arch":
+            entry["architecture"] = fixed.name or "random"
+        entry["peak_memory_mb"] = peak_memory_mb("cpu")
         entries.append(entry)
 
-    controller = EnasController(num_layers=24, k=5, num_ops=8)
+    controller = enas.EnasController(num_layers=24, k=5)
+    reinforce = getattr(enas, "reinforce_step", None) or controller.reinforce_step
     opt = torch.optim.Adam(controller.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(2, vocab, (batch, length), generator=g)
@@ -200,19 +327,132 @@ def bench_search(
         with torch.no_grad():
             reward = (supernet(ids, mask, sample.architecture).argmax(-1) == labels).float().mean()
         supernet.train()
-        loss, baseline[0], _ = controller.reinforce_step(sample, reward, baseline[0])
+        loss, baseline[0], _ = reinforce(sample, reward, baseline[0])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(controller.parameters(), 5.0)
         opt.step()
         return float(loss.detach())
 
-    times = time_steps(controller_step, 2, controller_steps, "cpu")
-    median = statistics.median(times)
-    entries.append({"name": f"textnas_controller_step_C{width}", **common,
-                    "seconds_per_step_median": median, "steps_per_s": 1 / median,
-                    "samples_per_s": batch / median, "peak_memory_mb": peak_memory_mb("cpu")})  # fmt: skip
+    timed = time_variants(controller_step, ["on", "off"], 2, controller_steps, rounds)
+    entry = _summarise({"name": f"textnas_controller_step_C{width}", **common}, timed, batch)
+    entry["peak_memory_mb"] = peak_memory_mb("cpu")
+    entries.append(entry)
     return entries
+
+
+# ------------------------------------------------------------------ reference, same run
+
+
+def run_reference(widths: list[int], steps: int, warmup: int, arch_out: Path) -> dict:
+    """One run of the reference harness in a child process (both widths, the random and the
+    released architecture); its random architecture is written to ``arch_out``."""
+    env = dict(os.environ)
+    env.update(TN_WIDTHS=",".join(map(str, widths)), TN_ARCHS="final_arc,random",
+               TN_STEPS=str(steps), TN_WARMUP=str(warmup), TN_DUMP_ARCH=str(arch_out))  # fmt: skip
+    proc = subprocess.run([sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference harness failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_reference(widths: list[int], rounds: int, steps: int, warmup: int) -> dict:
+    """Reference and suite alternating, ``rounds`` times: the reference harness (a child
+    process), then this suite's retrain step (released = the reference's final_arc.json) and
+    fixed-architecture supernet step on the reference's random architecture, switch on. Each
+    ratio divides figures of the same round; the summary gives their range."""
+    if not PEER_SCRIPT.is_file() or not os.environ.get("PEER_SRC"):
+        raise RuntimeError(
+            f"--reference needs {PEER_SCRIPT} and PEER_SRC (../shared/peers/README.md, section 1)"
+        )
+    pairs: dict[str, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        arch_file = Path(tmp) / "random_arch.json"
+        for r in range(rounds):
+            ref = run_reference(widths, steps, warmup, arch_file)["results"]
+            arch = Architecture.load_any(arch_file)  # NNI JSON
+            for width in widths:
+                model = retrain_model(width, 20_000, 5, "cpu")
+                step = make_step(model, 32, 64, 20_000, 5, "cpu")
+                ours = time_variants(step, ["on"], warmup, steps, 1)["on"]
+                _pair(pairs, f"retrain_released_C{width}", r, ref[f"w{width}_final_arc"], ours)
+                net = _supernet(width, 20_000, 5)
+                step = make_step(net, 32, 64, 20_000, 5, "cpu", architecture=lambda a=arch: a)
+                ours = time_variants(step, ["on"], warmup, steps, 1)["on"]
+                _pair(pairs, f"supernet_reference_random_arch_C{width}", r,
+                      ref[f"w{width}_random"], ours)  # fmt: skip
+                print(f"  round {r + 1}: {_pair_line(pairs, width)}", flush=True)
+    summary = {}
+    for name, rs in pairs.items():
+        ratios = [p["speedup"] for p in rs]
+        summary[name] = {
+            "reference_seconds_per_step": [p["reference_seconds_per_step"] for p in rs],
+            "suite_seconds_per_step": [p["suite_seconds_per_step"] for p in rs],
+            "speedup_per_round": ratios,
+            "speedup_min": min(ratios),
+            "speedup_max": max(ratios),
+            "speedup_of_medians": statistics.median(p["reference_seconds_per_step"] for p in rs)
+            / statistics.median(p["suite_seconds_per_step"] for p in rs),
+        }
+    return {
+        "protocol": f"{rounds} rounds, each: reference harness {PEER_SCRIPT.name} (child process, "
+        f"median of {steps} after {warmup} warm-ups), then this suite's step (median of {steps} "
+        f"after {warmup} warm-ups, CPU kernels on); ratios within a round only",
+        "pairs": summary,
+    }
+
+
+def _pair(pairs: dict, name: str, r: int, ref: dict, ours: dict) -> None:
+    suite = statistics.median(ours["seconds_per_step_all"])
+    pairs.setdefault(name, []).append({
+        "round": r, "reference_seconds_per_step": ref["median_step_s"],
+        "suite_seconds_per_step": suite, "speedup": ref["median_step_s"] / suite,
+    })  # fmt: skip
+
+
+def _pair_line(pairs: dict, width: int) -> str:
+    parts = []
+    for name in (f"retrain_released_C{width}", f"supernet_reference_random_arch_C{width}"):
+        p = pairs[name][-1]
+        parts.append(f"{name}: reference {p['reference_seconds_per_step'] * 1000:.0f} ms, "
+                     f"suite {p['suite_seconds_per_step'] * 1000:.0f} ms, {p['speedup']:.2f}x")  # fmt: skip
+    return "; ".join(parts)
+
+
+# ------------------------------------------------------------------ glibc tuning, A/B
+
+
+def bench_glibc(pairs: int, args: argparse.Namespace) -> dict:
+    """Child processes of this bench, glibc tuning off and on alternately, ``pairs`` times;
+    each times every step with the CPU kernels on (one round). Per step: the median step time
+    of each child and the saving of the tuning (medians over the children)."""
+    figures: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(pairs):
+            for tuned in ("0", "1"):
+                out = Path(tmp) / f"child_{i}_{tuned}.json"
+                cmd = [sys.executable, "-m", "benchmarks.textnas", "--threads", str(args.threads),
+                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--rounds", "1",
+                       "--widths", *map(str, args.widths), "--variants", "on", "--no-reference",
+                       "--glibc-compare", "0", "--out", str(out)]  # fmt: skip
+                env = {**os.environ, "SUITE_GLIBC_TUNING": tuned}
+                subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+                report = json.loads(out.read_text())
+                assert report["machine"]["glibc_tuning_applied"] == (tuned == "1")
+                for entry in report["results"]:
+                    times = figures.setdefault(entry["name"], {"off": [], "on": []})
+                    times["on" if tuned == "1" else "off"].append(entry["seconds_per_step_median"])
+    summary = {}
+    for name, t in figures.items():
+        off, on = statistics.median(t["off"]), statistics.median(t["on"])
+        summary[name] = {"tuning_off_seconds_per_step": t["off"],
+                         "tuning_on_seconds_per_step": t["on"], "saving": 1.0 - on / off}  # fmt: skip
+    return {"protocol": f"{pairs} pairs of child processes (tuning off, then on), one round of "
+                        f"{args.steps} steps each", "steps": summary}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -222,34 +462,38 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (reference: 2)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=3,
-        help="rounds of --steps steps; the fastest round's median is reported",
-    )
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of --steps steps per variant, alternating; the fastest "
+                        "round's median is reported")  # fmt: skip
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--out", default="benchmarks/results/textnas.json")
     parser.add_argument("--skip-search", action="store_true", help="only the retrain step")
-    parser.add_argument(
-        "--no-allocator-tuning",
-        action="store_true",
-        help="leave glibc's allocator at its defaults (experiments/allocator.py)",
-    )
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="switch variants of the retrain and fixed-architecture supernet "
+                        "steps: on, off, without_<path> (default: all of them)")  # fmt: skip
+    parser.add_argument("--reference", dest="reference", action="store_true",
+                        default=os.environ.get("SUITE_BENCH_REFERENCE", "0") == "1",
+                        help="time the reference harness alternating with this suite, in this "
+                        "run (needs PEER_SRC; also SUITE_BENCH_REFERENCE=1)")  # fmt: skip
+    parser.add_argument("--no-reference", dest="reference", action="store_false")
+    parser.add_argument("--reference-rounds", type=int, default=3)
+    parser.add_argument("--glibc-compare", type=int, default=0, metavar="N",
+                        help="N pairs of child processes with glibc's allocator tuning off/on")
     args = parser.parse_args(argv)
 
-    tuned = False if args.no_allocator_tuning else keep_freed_memory()
+    tuned = keep_freed_memory() if glibc_tuning_requested() else False
     torch.set_num_threads(args.threads)
+    variants = args.variants or ablation_variants()
     results = []
     for width in args.widths:
-        entry = bench_retrain(width, warmup=args.warmup, steps=args.steps, rounds=args.rounds)
+        entry = bench_retrain(width, warmup=args.warmup, steps=args.steps, rounds=args.rounds,
+                              variants=variants)  # fmt: skip
         results.append(entry)
         print(_line(entry), flush=True)
     if not args.skip_search:
         for width in args.widths:
-            for entry in bench_search(
-                width, warmup=args.warmup, steps=args.steps, rounds=args.rounds
-            ):
+            for entry in bench_search(width, warmup=args.warmup, steps=args.steps,
+                                      rounds=args.rounds, variants=variants):  # fmt: skip
                 results.append(entry)
                 print(_line(entry), flush=True)
     if torch.cuda.is_available():
@@ -259,13 +503,44 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(entry)
         print(_line(entry), flush=True)
 
-    machine = {**describe_machine(args.threads), "glibc_keep_freed_memory": tuned}
-    report = {"machine": machine, "results": results}
+    report: dict = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {**describe_machine(args.threads), "glibc_tuning_applied": tuned},
+        "results": results,
+    }
+    if args.glibc_compare > 0:
+        report["glibc_tuning"] = bench_glibc(args.glibc_compare, args)
+        for name, s in report["glibc_tuning"]["steps"].items():
+            print(f"glibc tuning {name:<40} saves {s['saving'] * 100:5.1f} % of the step")
+    if args.reference:
+        print("reference side by side (same run, alternating):", flush=True)
+        report["reference_same_run"] = bench_reference(
+            [w for w in args.widths if w in (32, 256)], args.reference_rounds, args.steps,
+            args.warmup,
+        )  # fmt: skip
+        for name, s in report["reference_same_run"]["pairs"].items():
+            print(f"{name:<40} {s['speedup_of_medians']:.2f}x the reference in this run "
+                  f"(rounds: {s['speedup_min']:.2f}-{s['speedup_max']:.2f}x)")  # fmt: skip
+    else:
+        report["reference_stored"] = [{**r, "retrain_released": _keys(r["retrain_released"]),
+                                       "supernet_random": _keys(r["supernet_random"])}
+                                      for r in STORED_REFERENCE]  # fmt: skip
+        print("reference figures from other days (no ratio: the machine drifts up to 2x "
+              "between days; --reference times it in this run):")  # fmt: skip
+        for r in STORED_REFERENCE:
+            print(f"  {r['label']}:")
+            for w in (32, 256):
+                print(f"    C={w}: retrain released {r['retrain_released'][w] * 1000:.0f} ms, "
+                      f"supernet random arch {r['supernet_random'][w] * 1000:.0f} ms")  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
     return report
+
+
+def _keys(d: dict) -> dict:
+    return {f"C{k}": v for k, v in d.items()}
 
 
 def _line(entry: dict) -> str:
@@ -274,8 +549,13 @@ def _line(entry: dict) -> str:
         f"{entry['seconds_per_step_median'] * 1000:8.1f} ms/step  {entry['samples_per_s']:8.1f} samples/s  "
         f"peak {entry['peak_memory_mb']:.0f} MB"
     )
-    if "speedup_vs_reference" in entry:
-        text += f"  ({entry['speedup_vs_reference']:.2f}x the reference's {entry['reference_seconds_per_step']} s)"
+    if "stock_ops_seconds_per_step" in entry:
+        text += (f"  stock ops {entry['stock_ops_seconds_per_step'] * 1000:.1f} ms "
+                 f"(CPU kernels save {entry['cpu_kernels_saving'] * 100:.1f} %)")  # fmt: skip
+    if "path_saving" in entry:
+        text += "  paths: " + ", ".join(
+            f"{p} {s * 100:+.1f} %" for p, s in entry["path_saving"].items()
+        )
     return text
 
 

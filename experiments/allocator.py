@@ -1,15 +1,16 @@
-"""Keep freed memory in the process: glibc's allocator tuned for training on CPU.
+"""Opt-in tuning of glibc's allocator for training on CPU: keep freed memory in the process.
 
 By default glibc hands large freed blocks straight back to the OS (``mmap`` for blocks over
-128 KiB-32 MiB, heap trimming above 128 KiB free at the top), so each training step faults its
-activations back in page by page: about 25,000 minor page faults per TextNAS supernet step at
-C=256 (100 MB of fresh pages, zeroed by the kernel). PyTorch's CPU performance guide suggests
-preloading jemalloc or tcmalloc for this; raising glibc's own thresholds with ``mallopt(3)`` gets
-the same effect with nothing to install. Measured with ``make bench`` (README.md, "Speed"):
-faults fall to under 1,000 per step and the step gets about 5 % faster.
+128 KiB to 32 MiB, heap trimming above 128 KiB free at the top), so a CPU training step can
+fault its activations back in page by page. PyTorch's CPU performance guide suggests preloading
+jemalloc or tcmalloc for this; raising glibc's own thresholds with ``mallopt(3)`` has the same
+effect with nothing to install. What it saves on the TextNAS steps is measured by
+``make bench ARGS='--glibc-compare 2'`` (``benchmarks/results/textnas.json``, README "Speed").
 
 The cost is that the process's resident memory stays at its peak instead of shrinking between
-steps, which is what a training process does anyway. ``SUITE_GLIBC_TUNING=0`` turns it off.
+steps. So it is off unless asked for: ``SUITE_GLIBC_TUNING=1``, and then only for CPU runs
+(never when CUDA is going to be used, where host memory is not the bottleneck). It changes
+process-wide allocator settings, once, on glibc on Linux.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import ctypes
 import ctypes.util
 import os
 import sys
+
+ENV_VAR = "SUITE_GLIBC_TUNING"
 
 # mallopt(3) parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -31,15 +34,34 @@ TOP_PAD = 64 * 1024 * 1024  # grow the heap in 64 MiB steps
 _applied: bool | None = None
 
 
-def keep_freed_memory() -> bool:
-    """Apply the settings once per process; True if they are in effect (glibc on Linux)."""
+def glibc_tuning_requested() -> bool:
+    """Whether ``SUITE_GLIBC_TUNING=1`` (also ``true``/``on``/``yes``) asks for the tuning."""
+    return os.environ.get(ENV_VAR, "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def keep_freed_memory(cuda: bool | None = None) -> bool:
+    """Apply the tuning if requested (:func:`glibc_tuning_requested`) and the run is a CPU run;
+    once per process. True if the settings are in effect (glibc on Linux only).
+
+    ``cuda``: whether the run will use CUDA; ``None`` takes ``torch.cuda.is_available()``
+    (asked only when the tuning is requested)."""
     global _applied
     if _applied is not None:
         return _applied
-    _applied = False
-    if sys.platform != "linux" or os.environ.get("SUITE_GLIBC_TUNING", "1") == "0":
+    if not glibc_tuning_requested():
         return False
-    if not _glibc():  # musl's mallopt does nothing
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        return False
+    _applied = _apply()
+    return _applied
+
+
+def _apply() -> bool:
+    if sys.platform != "linux" or not _glibc():  # musl's mallopt does nothing
         return False
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
@@ -47,7 +69,7 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    _applied = all(
+    return all(
         mallopt(param, value) == 1
         for param, value in (
             (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
@@ -55,7 +77,6 @@ def keep_freed_memory() -> bool:
             (_M_TOP_PAD, TOP_PAD),
         )
     )
-    return _applied
 
 
 def _glibc() -> bool:

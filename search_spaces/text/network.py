@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .architecture import STEM, Architecture
-from .ops import ConvBN, Dropout, MaskedBatchNorm1d, apply_mask, build_op
+from .ops import ConvBN, MaskedBatchNorm1d, apply_mask, build_op
 
 
 @dataclass
@@ -145,7 +145,7 @@ class TextNASEncoder(nn.Module):
         self.architecture = architecture
         self.options = options
         self.embedding = nn.Embedding(vocab_size, options.embed_dim)
-        self.embed_dropout = Dropout(1.0 - options.embed_keep)
+        self.embed_dropout = nn.Dropout(1.0 - options.embed_keep)
         self.stem = ConvBN(options.embed_dim, options.width, 1, dropout=1.0 - options.cnn_keep,
                            masked_bn=options.masked_bn)
         self.layers = nn.ModuleList(FixedLayer(spec, options) for spec in architecture.layers)
@@ -175,7 +175,7 @@ class TextNASClassifier(nn.Module):
         self.encoder = encoder
         self.pair = pair
         width = encoder.out_features
-        self.dropout = Dropout(1.0 - final_keep)
+        self.dropout = nn.Dropout(1.0 - final_keep)
         self.head = nn.Linear(4 * width if pair else width, num_classes)
         nn.init.xavier_uniform_(self.head.weight)
 

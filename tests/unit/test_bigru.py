@@ -1,4 +1,5 @@
-"""The CPU bi-GRU (hand-written backward through time) equals nn.GRU with packed sequences."""
+"""The CPU bi-GRU of ``cpu_kernels`` (hand-written backward through time) equals nn.GRU with
+packed sequences, and with the switch off RecurrentOp runs nn.GRU itself."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from search_spaces.text import bigru
-from search_spaces.text.bigru import bidirectional_gru_summed, reverse_index
+from search_spaces.text import cpu_kernels as bigru
+from search_spaces.text.cpu_kernels import bidirectional_gru_summed, reverse_index
+from search_spaces.text.ops import RecurrentOp
 
 
 def _reference(gru: torch.nn.GRU, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -28,16 +30,8 @@ def _ours(gru: torch.nn.GRU, x: torch.Tensor, lengths: torch.Tensor | None = Non
     return bidirectional_gru_summed(gru, x.transpose(1, 2), lengths).transpose(1, 2)
 
 
-@pytest.fixture(params=["per_direction", "batched"])
-def loop(request, monkeypatch) -> str:
-    """Both recurrence loops: per direction (wide layers) and both directions batched."""
-    width = 0 if request.param == "per_direction" else 10**9
-    monkeypatch.setattr(bigru, "PER_DIRECTION_MIN_WIDTH", width)
-    return request.param
-
-
 @pytest.mark.parametrize("padded", [False, True])
-def test_outputs_and_all_gradients_match_nn_gru(padded: bool, loop: str) -> None:
+def test_outputs_and_all_gradients_match_nn_gru(padded: bool) -> None:
     torch.manual_seed(0)
     b, length, c = 5, 11, 6
     gru = torch.nn.GRU(c, c, batch_first=True, bidirectional=True).double()
@@ -59,7 +53,7 @@ def test_outputs_and_all_gradients_match_nn_gru(padded: bool, loop: str) -> None
         torch.testing.assert_close(g_act, g_exp, rtol=1e-9, atol=1e-11)
 
 
-def test_gradcheck_of_the_recurrence(loop: str) -> None:
+def test_gradcheck_of_the_recurrence() -> None:
     torch.manual_seed(0)
     gru = torch.nn.GRU(3, 3, batch_first=True, bidirectional=True).double()
     x = torch.randn(2, 4, 3, dtype=torch.double, requires_grad=True)
@@ -72,15 +66,8 @@ def test_reverse_index() -> None:
 
 
 @pytest.mark.parametrize("padded", [False, True])
-@pytest.mark.parametrize("onednn", ["packed", "unpacked", "off"])
-def test_float32_paths_match_float64_reference(
-    padded: bool, onednn: str, loop: str, monkeypatch
-) -> None:
-    """The fp32 kernel (oneDNN matmuls with the recurrent weight prepacked or plain, or the BLAS
-    fallback) against nn.GRU in float64."""
-    monkeypatch.setattr(bigru, "USE_ONEDNN", onednn != "off")
-    if onednn == "unpacked":  # a torch without oneDNN's weight prepacking
-        monkeypatch.setattr(bigru, "_ONEDNN_PACK", None)
+def test_float32_kernel_matches_float64_reference(padded: bool) -> None:
+    """The fp32 kernel against nn.GRU in float64."""
     torch.manual_seed(1)
     b, length, c = 6, 13, 16
     gru = torch.nn.GRU(c, c, batch_first=True, bidirectional=True)
@@ -106,10 +93,8 @@ def test_float32_paths_match_float64_reference(
         torch.testing.assert_close(g_act.double(), g_exp, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("onednn", [True, False])
-def test_one_token_batch(onednn: bool, loop: str, monkeypatch) -> None:
-    """Length 1: no previous state, an empty dW_hh product (oneDNN refuses empty matrices)."""
-    monkeypatch.setattr(bigru, "USE_ONEDNN", onednn)
+def test_one_token_batch() -> None:
+    """Length 1: no previous state, an empty dW_hh product."""
     torch.manual_seed(2)
     gru = torch.nn.GRU(8, 8, batch_first=True, bidirectional=True)
     x = torch.randn(3, 1, 8, requires_grad=True)
@@ -120,3 +105,25 @@ def test_one_token_batch(onednn: bool, loop: str, monkeypatch) -> None:
     torch.testing.assert_close(actual, expected)
     for g_exp, g_act in zip(grads_expected, grads_actual):
         torch.testing.assert_close(g_act, g_exp)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_recurrent_op_with_the_switch_off_is_nn_gru(padded: bool, monkeypatch) -> None:
+    """Switch off: RecurrentOp runs nn.GRU itself (the kernel is never called), with the same
+    result as the CPU kernel."""
+    torch.manual_seed(4)
+    op = RecurrentOp(8, dropout=0.0)
+    x = torch.randn(3, 8, 7)
+    mask = None
+    if padded:
+        mask = (torch.arange(7)[None, :] < torch.tensor([7, 3, 5])[:, None])[:, None, :].float()
+        x = x * mask
+    fast = op(x, mask)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the CPU kernel ran with the switch off")
+
+    monkeypatch.setattr(bigru, "bidirectional_gru_summed", fail)
+    with bigru.stock_ops():
+        stock = op(x, mask)
+    torch.testing.assert_close(stock, fast, rtol=1e-5, atol=1e-6)

@@ -1,20 +1,24 @@
-"""The eight TextNAS ops: shapes, the reference arithmetic, and padding behaviour."""
+"""The eight TextNAS ops: shapes, the reference arithmetic, padding behaviour; the CPU paths
+of ``cpu_kernels`` against the stock ops, and the switch that turns them off."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from search_spaces.text import OP_NAMES
+from search_spaces.text import OP_NAMES, cpu_kernels
 from search_spaces.text.ops import (
+    Dropout,
     MaskedBatchNorm1d,
     SelfAttention,
     avg_pool3,
     build_op,
     max_pool3,
-    reference_attention,
 )
+from tests.helpers.attention_oracle import reference_attention
 
 C, B, L, PAD = 16, 3, 9, 5
 
@@ -138,111 +142,34 @@ def test_recurrent_op_sums_directions_over_true_lengths() -> None:
     assert torch.all(out[0, :, 6:] == 0)
 
 
-@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
-def test_fast_dropout_keeps_the_dropout_distribution(p: float) -> None:
-    from search_spaces.text.ops import Dropout
-
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_is_the_stock_dropout(p: float) -> None:
+    """Exactly F.dropout: the configured keep probability and PyTorch's own random stream."""
+    assert Dropout is torch.nn.Dropout
+    x = torch.ones(10_000)
     torch.manual_seed(0)
-    drop = Dropout(p).train()
-    x = torch.ones(400_003)  # not a multiple of the four lanes of a draw
-    y = drop(x)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    kept = y != 0
-    keep = round((1 - p) * 32768) / 32768  # the keep probability rounded to 2^-15
-    assert abs(keep - (1 - p)) <= 2**-16
-    # Every lane of the 64-bit draws (lane 3 has only 15 random bits) keeps at the same rate.
-    for lane in range(4):
-        rate = kept[lane::4].float().mean().item()
-        assert abs(rate - keep) < 5 * (keep * (1 - keep) / 100_000) ** 0.5, (lane, rate)
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / keep))
-    assert abs(y.mean().item() - 1.0) < 0.01  # unbiased
-    assert torch.equal(drop.eval()(x), x)
-    assert torch.equal(Dropout(0.0).train()(x), x)
-    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
-
-
-def test_fast_dropout_gradients_and_fallbacks() -> None:
-    from search_spaces.text.ops import Dropout
-
+    ours = Dropout(p).train()(x)
     torch.manual_seed(0)
-    # Gradients flow only through kept elements, with the same scaling.
-    x = torch.ones(1000, requires_grad=True)
-    out = Dropout(0.5).train()(x)
-    out.sum().backward()
-    torch.testing.assert_close(x.grad, out.detach())
-    # Other dtypes use the stock kernel (same dtype out).
-    xb = torch.ones(1000, dtype=torch.bfloat16)
-    assert Dropout(0.5).train()(xb).dtype == torch.bfloat16
-    # A keep probability too close to 0 or 1 for 15 bits falls back to the exact kernel.
-    y = Dropout(1e-6).train()(torch.ones(1000))
-    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - 1e-6)))
+    assert torch.equal(ours, F.dropout(x, p, training=True))
+    assert torch.equal(Dropout(p).eval()(x), x)
 
 
-def _tied(seed: int, shape=(4, 8, 12)) -> torch.Tensor:
-    """Small integers after a ReLU: many exact ties inside pooling windows, and zeros."""
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(-2, 3, shape, generator=g).double().relu()
-
-
-@pytest.mark.parametrize("make", ["random", "tied", "constant", "minus_inf_padding"])
-def test_max_pool3_matches_max_pool1d_values_and_gradient_routing(make: str) -> None:
-    g = torch.Generator().manual_seed(1)
-    x = {
-        "random": lambda: torch.randn(4, 8, 12, generator=g, dtype=torch.float64),
-        "tied": lambda: _tied(2),
-        "constant": lambda: torch.full((2, 3, 7), 0.5, dtype=torch.float64),
-        "minus_inf_padding": lambda: torch.randn(
-            4, 8, 12, generator=g, dtype=torch.float64
-        ).index_fill(2, torch.tensor([9, 10, 11]), float("-inf")),
-    }[make]()
-    grad = torch.randn(x.shape, generator=g, dtype=torch.float64)
-    ours = x.clone().requires_grad_()
-    theirs = x.clone().requires_grad_()
-    y_ours = max_pool3(ours)
-    y_theirs = F.max_pool1d(theirs, 3, stride=1, padding=1)
-    assert torch.equal(y_ours, y_theirs)
-    y_ours.backward(grad)
-    y_theirs.backward(grad)
-    # The same element receives each output's gradient (leftmost maximum on ties), so the sums
-    # agree up to the order of additions.
-    torch.testing.assert_close(ours.grad, theirs.grad, rtol=0, atol=1e-12)
-
-
-def test_max_pool3_float32_and_no_grad_paths() -> None:
+def test_max_pool3_is_the_stock_max_pool() -> None:
     x = torch.randn(2, 5, 9).relu().requires_grad_()
-    y = max_pool3(x)
-    assert y.grad_fn is not None and "MaxPool3" in type(y.grad_fn).__name__
-    with torch.no_grad():
-        assert torch.equal(max_pool3(x), F.max_pool1d(x, 3, stride=1, padding=1))
-    x_ref = x.detach().clone().requires_grad_()
-    y.sum().backward()
-    F.max_pool1d(x_ref, 3, stride=1, padding=1).sum().backward()
-    torch.testing.assert_close(x.grad, x_ref.grad)
+    assert torch.equal(max_pool3(x), F.max_pool1d(x, 3, stride=1, padding=1))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-def test_avg_pool3_matches_avg_pool1d_with_padding_counted(dtype: torch.dtype) -> None:
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(3, 6, 10, generator=g).to(dtype)
-    grad = torch.randn(x.shape, generator=g).to(dtype)
-    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y_ours = avg_pool3(ours)
-    y_theirs = F.avg_pool1d(theirs, 3, stride=1, padding=1, count_include_pad=True)
-    if dtype == torch.float32:  # the depthwise-convolution path: equal up to rounding
-        torch.testing.assert_close(y_ours, y_theirs, rtol=1e-6, atol=1e-6)
-    else:  # the stock kernel
-        assert torch.equal(y_ours, y_theirs)
-    # Edges count the zero padding: (0 + x0 + x1) / 3.
-    torch.testing.assert_close(y_ours[..., 0], (x[..., 0] + x[..., 1]) / 3, rtol=1e-2, atol=1e-6)
-    y_ours.backward(grad)
-    y_theirs.backward(grad)
-    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-6, atol=1e-6)
+def test_avg_pool3_is_the_stock_pool_with_padding_counted() -> None:
+    x = torch.randn(3, 6, 10)
+    y = avg_pool3(x)
+    assert torch.equal(y, F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=True))
+    torch.testing.assert_close(y[..., 0], (x[..., 0] + x[..., 1]) / 3)  # edges count the zero
 
 
 @pytest.mark.parametrize("affine,track", [(True, True), (False, True), (True, False)])
-def test_cpu_batchnorm_training_path_matches_nn_batchnorm(affine: bool, track: bool) -> None:
-    """MaskedBatchNorm1d's own float32 training path against nn.BatchNorm1d over three steps:
-    outputs, input and parameter gradients, running statistics and the batch counter."""
+def test_batchnorm_training_matches_nn_batchnorm(affine: bool, track: bool) -> None:
+    """MaskedBatchNorm1d (unmasked) against nn.BatchNorm1d over three training steps: outputs,
+    input and parameter gradients, running statistics and the batch counter."""
     g = torch.Generator().manual_seed(4)
     ours = MaskedBatchNorm1d(12, affine=affine, track_running_stats=track)
     theirs = torch.nn.BatchNorm1d(12, affine=affine, track_running_stats=track)
@@ -280,13 +207,114 @@ def test_cpu_batchnorm_is_stable_for_a_large_mean() -> None:
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=2e-3)
 
 
-def test_fast_cpu_paths_step_aside_under_cpu_autocast() -> None:
-    """Under bf16 autocast the depthwise convolution would run in bf16; the stock average pool
-    and BatchNorm stay in float32, so they are used there."""
-    x = torch.randn(2, 8, 10)
-    bn = MaskedBatchNorm1d(8)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        pooled = avg_pool3(x)
-        normed = bn(x)
-    assert pooled.dtype == torch.float32 and normed.dtype == torch.float32
-    assert torch.equal(pooled, F.avg_pool1d(x, 3, stride=1, padding=1, count_include_pad=True))
+# ------------------------------------------------------------------------------ the switch
+
+KERNELS = ("bidirectional_gru_summed",)
+
+
+def _count_kernel_calls(monkeypatch) -> dict[str, int]:
+    calls = dict.fromkeys(KERNELS, 0)
+    for name in KERNELS:
+        original = getattr(cpu_kernels, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cpu_kernels, name, counted)
+    return calls
+
+
+def _every_op_forward_backward(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Every op once in training mode, input gradients kept."""
+    torch.manual_seed(seed)
+    ops = {name: build_op(name, C, cnn_dropout=0.0).train() for name in OP_NAMES}
+    x = torch.randn(B, C, L, requires_grad=True)
+    out = {"x": x.detach()}
+    for name, op in ops.items():
+        y = op(x, None)
+        (grad,) = torch.autograd.grad((y * y).sum(), x)
+        out[name] = y.detach()
+        out[f"{name}.grad"] = grad
+    return out
+
+
+def test_switch_on_runs_every_cpu_kernel(monkeypatch) -> None:
+    monkeypatch.setattr(cpu_kernels, "_override", None)
+    monkeypatch.delenv(cpu_kernels.ENV_VAR, raising=False)
+    calls = _count_kernel_calls(monkeypatch)
+    _every_op_forward_backward()
+    assert all(calls.values()), calls
+
+
+@pytest.mark.parametrize("how", ["stock_ops", "set_enabled", "env"])
+def test_switch_off_runs_only_stock_ops(how: str, monkeypatch) -> None:
+    """With the switch off no CPU kernel runs, and every op equals its stock formulation."""
+    monkeypatch.setattr(cpu_kernels, "_override", None)
+    calls = _count_kernel_calls(monkeypatch)
+    if how == "stock_ops":
+        with cpu_kernels.stock_ops():
+            out = _every_op_forward_backward()
+        assert cpu_kernels.enabled()
+    elif how == "set_enabled":
+        cpu_kernels.set_enabled(False)
+        out = _every_op_forward_backward()
+        cpu_kernels.set_enabled(None)
+    else:
+        monkeypatch.setenv(cpu_kernels.ENV_VAR, "off")
+        out = _every_op_forward_backward()
+    assert not any(calls.values()), calls
+    with torch.no_grad():  # the recurrent op's stock formulation, bitwise
+        torch.manual_seed(0)
+        ops = {name: build_op(name, C, cnn_dropout=0.0).train() for name in OP_NAMES}
+        seq = out["x"].transpose(1, 2)
+        full, _ = ops["rnn"].gru(seq)
+        expected = (full[..., :C] + full[..., C:]).transpose(1, 2)
+    assert torch.equal(out["rnn"], expected)
+
+
+def test_switch_values(monkeypatch) -> None:
+    monkeypatch.setattr(cpu_kernels, "_override", None)
+    for value, expected in [("1", True), ("", True), ("on", True), ("0", False),
+                            ("false", False), ("OFF", False), ("no", False)]:  # fmt: skip
+        monkeypatch.setenv(cpu_kernels.ENV_VAR, value)
+        assert cpu_kernels.enabled() is expected, value
+    monkeypatch.delenv(cpu_kernels.ENV_VAR)
+    assert cpu_kernels.enabled()
+    cpu_kernels.set_enabled(False)
+    assert not cpu_kernels.enabled()
+    monkeypatch.setenv(cpu_kernels.ENV_VAR, "0")
+    cpu_kernels.set_enabled(True)
+    assert cpu_kernels.enabled()  # the override wins over the environment
+    cpu_kernels.set_enabled(None)
+    assert not cpu_kernels.enabled()
+    with pytest.raises(ValueError, match="unknown CPU path"):
+        with cpu_kernels.without("nonsense"):
+            pass
+
+
+def test_network_step_with_and_without_cpu_kernels_agree() -> None:
+    """The released network at C=16: loss and gradients with the CPU kernels equal the stock
+    ops' up to float rounding (dropout off, so both runs compute the same function)."""
+    from search_spaces.text import Architecture, TextNASClassifier, TextNASEncoder, TextNASOptions
+
+    keep = dict(embed_keep=1.0, cnn_keep=1.0, rnn_keep=1.0, attention_keep=1.0)
+    torch.manual_seed(0)
+    model = TextNASClassifier(
+        TextNASEncoder(Architecture.released(), 50, TextNASOptions(width=16, **keep)), 3
+    ).train()
+    ids = torch.randint(2, 50, (4, 10))
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+
+    def run() -> list[torch.Tensor]:
+        net = copy.deepcopy(model)
+        loss = net(ids, mask).square().sum()
+        loss.backward()
+        return [loss.detach()] + [p.grad for p in net.parameters()]
+
+    fast = run()
+    with cpu_kernels.stock_ops():
+        stock = run()
+    for a, b in zip(fast, stock):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
