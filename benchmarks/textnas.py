@@ -436,6 +436,7 @@ def bench_glibc(pairs: int, args: argparse.Namespace) -> dict:
                        "--steps", str(args.steps), "--warmup", str(args.warmup), "--rounds", "1",
                        "--widths", *map(str, args.widths), "--variants", "on", "--no-reference",
                        "--glibc-compare", "0", "--out", str(out)]  # fmt: skip
+                cmd += ["--skip-search"] if args.skip_search else []
                 env = {**os.environ, "SUITE_GLIBC_TUNING": tuned}
                 subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
                 report = json.loads(out.read_text())
@@ -477,11 +478,11 @@ def main(argv: list[str] | None = None) -> dict:
                         "run (needs PEER_SRC; also SUITE_BENCH_REFERENCE=1)")  # fmt: skip
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument("--reference-rounds", type=int, default=3)
-    parser.add_argument("--glibc-compare", type=int, default=0, metavar="N",
+    parser.add_argument("--glibc-compare", type=int, default=2, metavar="N",
                         help="N pairs of child processes with glibc's allocator tuning off/on")
     args = parser.parse_args(argv)
 
-    tuned = keep_freed_memory() if glibc_tuning_requested() else False
+    tuned = keep_freed_memory(cuda=False) if glibc_tuning_requested() else False  # CPU steps
     torch.set_num_threads(args.threads)
     variants = args.variants or ablation_variants()
     results = []
@@ -508,23 +509,23 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {**describe_machine(args.threads), "glibc_tuning_applied": tuned},
         "results": results,
     }
-    if args.glibc_compare > 0:
-        report["glibc_tuning"] = bench_glibc(args.glibc_compare, args)
-        for name, s in report["glibc_tuning"]["steps"].items():
-            print(f"glibc tuning {name:<40} saves {s['saving'] * 100:5.1f} % of the step")
+    report["reference_stored"] = [{**r, "retrain_released": _keys(r["retrain_released"]),
+                                   "supernet_random": _keys(r["supernet_random"])}
+                                  for r in STORED_REFERENCE]  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")  # again after each section below
     if args.reference:
         print("reference side by side (same run, alternating):", flush=True)
         report["reference_same_run"] = bench_reference(
             [w for w in args.widths if w in (32, 256)], args.reference_rounds, args.steps,
             args.warmup,
         )  # fmt: skip
+        out.write_text(json.dumps(report, indent=2) + "\n")
         for name, s in report["reference_same_run"]["pairs"].items():
             print(f"{name:<40} {s['speedup_of_medians']:.2f}x the reference in this run "
                   f"(rounds: {s['speedup_min']:.2f}-{s['speedup_max']:.2f}x)")  # fmt: skip
     else:
-        report["reference_stored"] = [{**r, "retrain_released": _keys(r["retrain_released"]),
-                                       "supernet_random": _keys(r["supernet_random"])}
-                                      for r in STORED_REFERENCE]  # fmt: skip
         print("reference figures from other days (no ratio: the machine drifts up to 2x "
               "between days; --reference times it in this run):")  # fmt: skip
         for r in STORED_REFERENCE:
@@ -532,9 +533,11 @@ def main(argv: list[str] | None = None) -> dict:
             for w in (32, 256):
                 print(f"    C={w}: retrain released {r['retrain_released'][w] * 1000:.0f} ms, "
                       f"supernet random arch {r['supernet_random'][w] * 1000:.0f} ms")  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    if args.glibc_compare > 0:
+        report["glibc_tuning"] = bench_glibc(args.glibc_compare, args)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        for name, s in report["glibc_tuning"]["steps"].items():
+            print(f"glibc tuning {name:<40} saves {s['saving'] * 100:5.1f} % of the step")
     print(f"wrote {out}")
     return report
 

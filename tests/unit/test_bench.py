@@ -32,7 +32,8 @@ def _all_keys(obj) -> set[str]:
 def test_bench_writes_json_with_machine_and_figures(tmp_path, keep_threads, capsys) -> None:
     out = tmp_path / "textnas.json"
     report = textnas.main(["--widths", "8", "--steps", "1", "--warmup", "1", "--rounds", "1",
-                           "--threads", "1", "--variants", "on", "off", "--out", str(out)])  # fmt: skip
+                           "--threads", "1", "--variants", "on", "off", "--glibc-compare", "0",
+                           "--out", str(out)])  # fmt: skip
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(report))
     assert {"cpu", "torch", "torch_threads", "glibc_tuning_applied"} <= set(data["machine"])
@@ -58,12 +59,16 @@ def test_bench_writes_json_with_machine_and_figures(tmp_path, keep_threads, caps
     assert cpu_kernels._override is None  # the bench leaves the switch as it found it
 
 
-def test_bench_measures_each_cpu_path(tmp_path, keep_threads) -> None:
+def test_bench_measures_each_cpu_path_and_the_glibc_tuning(tmp_path, keep_threads) -> None:
     report = textnas.main(["--widths", "8", "--steps", "1", "--warmup", "0", "--rounds", "1",
-                           "--threads", "1", "--skip-search", "--out", str(tmp_path / "t.json")])  # fmt: skip
+                           "--threads", "1", "--skip-search", "--glibc-compare", "1",
+                           "--out", str(tmp_path / "t.json")])  # fmt: skip
     entry = report["results"][0]
     assert set(entry["path_saving"]) == set(cpu_kernels.PATHS)
     assert set(entry["cpu_kernels"]) == {"on", "off", *(f"without_{p}" for p in cpu_kernels.PATHS)}
+    # The glibc tuning in child processes, off and on (the children check it took effect).
+    glibc = report["glibc_tuning"]["steps"]["textnas_retrain_released_C8"]
+    assert len(glibc["tuning_off_seconds_per_step"]) == len(glibc["tuning_on_seconds_per_step"]) == 1
 
 
 def test_reference_ratios_come_from_the_same_run(tmp_path, keep_threads, monkeypatch) -> None:
