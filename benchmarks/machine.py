@@ -21,9 +21,23 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has(flag: str) -> bool:
+    """Whether /proc/cpuinfo lists ``flag`` (e.g. avx512f: the same VM name can come with or
+    without AVX-512, which changes which kernels are fast)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return flag in line.split(":", 1)[1].split()
+    except OSError:
+        pass
+    return False
+
+
 def describe_machine(threads: int | None = None) -> dict:
     info = {
         "cpu": cpu_model(),
+        "avx512f": cpu_has("avx512f"),
         "cpu_count": os.cpu_count(),
         "torch_threads": threads if threads is not None else torch.get_num_threads(),
         "torch": torch.__version__,

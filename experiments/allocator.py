@@ -4,8 +4,8 @@ By default glibc hands large freed blocks straight back to the OS (``mmap`` for 
 128 KiB to 32 MiB, heap trimming above 128 KiB free at the top), so a CPU training step can
 fault its activations back in page by page. PyTorch's CPU performance guide suggests preloading
 jemalloc or tcmalloc for this; raising glibc's own thresholds with ``mallopt(3)`` has the same
-effect with nothing to install. What it saves on the TextNAS steps is measured by
-``make bench ARGS='--glibc-compare 2'`` (``benchmarks/results/textnas.json``, README "Speed").
+effect with nothing to install. ``make bench`` measures what it saves on the TextNAS steps, in
+child processes with it off and on (``benchmarks/results/textnas.json``, README "Speed").
 
 The cost is that the process's resident memory stays at its peak instead of shrinking between
 steps. So it is off unless asked for: ``SUITE_GLIBC_TUNING=1``, and then only for CPU runs
