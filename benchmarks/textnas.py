@@ -9,9 +9,9 @@ and with a new one every step, and one ENAS controller step.
 
 Every step is timed with the CPU-kernel switch on and off (``search_spaces/text/cpu_kernels.py``)
 and, for the retrain and fixed-architecture supernet steps, with each CPU path off alone, the
-variants alternating round by round on the same model; the JSON gives each path's saving as a
-fraction of its step. ``--glibc-compare N`` adds N pairs of child processes with glibc's
-allocator tuning off and on (``experiments/allocator.py``), alternating.
+variants alternating step by step on the same model; the JSON gives each path's saving as a
+fraction of its step. ``--glibc-compare N`` (default 2) times N pairs of child processes with
+glibc's allocator tuning off and on (``experiments/allocator.py``), alternating.
 
 Reference figures: ``--reference`` (or ``SUITE_BENCH_REFERENCE=1``) runs the reference
 implementation's harness (``../shared/peers/textnas_step.py``, which needs ``PEER_SRC``) in
@@ -478,8 +478,13 @@ def main(argv: list[str] | None = None) -> dict:
                         "run (needs PEER_SRC; also SUITE_BENCH_REFERENCE=1)")  # fmt: skip
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument("--reference-rounds", type=int, default=3)
-    parser.add_argument("--glibc-compare", type=int, default=2, metavar="N",
-                        help="N pairs of child processes with glibc's allocator tuning off/on")
+    parser.add_argument(
+        "--glibc-compare",
+        type=int,
+        default=2,
+        metavar="N",
+        help="N pairs of child processes with glibc's allocator tuning off/on",
+    )
     args = parser.parse_args(argv)
 
     tuned = keep_freed_memory(cuda=False) if glibc_tuning_requested() else False  # CPU steps

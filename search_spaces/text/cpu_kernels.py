@@ -94,15 +94,14 @@ def applies(x: torch.Tensor, path: str) -> bool:
 #
 # PyTorch's CPU GRU runs the two directions one after the other, one small matmul and a handful
 # of autograd nodes per time step and direction. Here the whole layer is one autograd function:
-#
-# the backward pass through time is written by hand (no autograd graph of L x 10 nodes), and
-# every tensor read across time is stored per direction in step order, (L, B, *), so the
-# weight gradients are single large matmuls over all steps.
-# Both directions share one batched matmul per step (fewer ops than one loop per direction,
-# and faster at every width the bench times). The parameters stay those of an
+# the backward pass through time is written by hand (no autograd graph of L x 10 nodes), every
+# tensor read across time is stored per direction in step order, (L, B, *), so the weight
+# gradients are single large matmuls over all steps, and both directions share one batched
+# matmul per step (fewer ops than a loop per direction). The parameters stay those of an
 # ``nn.GRU(C, C, bidirectional=True)``. Variable lengths: the backward direction reads each
 # sequence reversed within its own length (the result of packed sequences); outputs at padded
 # positions are not meaningful and are zeroed by the caller.
+
 
 def _to_steps(x: torch.Tensor, out: torch.Tensor) -> None:
     """(B, C, L) -> (L, B, C) into ``out``, in two moves: the per-sentence transpose to

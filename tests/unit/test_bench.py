@@ -68,7 +68,9 @@ def test_bench_measures_each_cpu_path_and_the_glibc_tuning(tmp_path, keep_thread
     assert set(entry["cpu_kernels"]) == {"on", "off", *(f"without_{p}" for p in cpu_kernels.PATHS)}
     # The glibc tuning in child processes, off and on (the children check it took effect).
     glibc = report["glibc_tuning"]["steps"]["textnas_retrain_released_C8"]
-    assert len(glibc["tuning_off_seconds_per_step"]) == len(glibc["tuning_on_seconds_per_step"]) == 1
+    assert (
+        len(glibc["tuning_off_seconds_per_step"]) == len(glibc["tuning_on_seconds_per_step"]) == 1
+    )
 
 
 def test_reference_ratios_come_from_the_same_run(tmp_path, keep_threads, monkeypatch) -> None:
