@@ -1,5 +1,5 @@
 """TextNAS on CUDA: a bf16 run end to end, the released network at full width under bf16
-autocast, and the cuDNN GRU against the CPU GRU of ``search_spaces/text/bigru.py``.
+autocast, and the cuDNN GRU against the CPU GRU of ``search_spaces/text/cpu_kernels.py``.
 
 Skipped without CUDA (``tests/conftest.py``); ``make test-gpu`` runs them.
 """
