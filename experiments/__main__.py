@@ -174,7 +174,16 @@ def _show_data_logs() -> None:
     """Print the datamodules' INFO lines (sentence and label counts at setup)."""
     import logging
 
-    handler = logging.StreamHandler()
+    class _Stderr(logging.StreamHandler):  # whatever sys.stderr is now (tests redirect it)
+        @property
+        def stream(self):  # type: ignore[override]
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value: object) -> None:
+            pass
+
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
     logger = logging.getLogger("datamodules")
     logger.setLevel(logging.INFO)

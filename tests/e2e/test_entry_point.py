@@ -219,6 +219,7 @@ def test_wandb_mode_resolution(monkeypatch, tmp_path):
 
 
 def _cli(toy_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    """A real ``python -m experiments`` process."""
     env = {**os.environ, "SUITE_CONFIG_PATH": str(toy_dir), "WANDB_MODE": "disabled"}
     env.pop("SUITE_DEBUG", None)
     return subprocess.run(
@@ -231,20 +232,37 @@ def _cli(toy_dir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.fixture
+def run_cli(toy_dir, monkeypatch, capsys):
+    """The same ``cli()`` in this process (a subprocess costs seconds of imports each)."""
+    from experiments.__main__ import cli
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        monkeypatch.setenv("SUITE_CONFIG_PATH", str(toy_dir))
+        monkeypatch.setenv("WANDB_MODE", "disabled")
+        monkeypatch.delenv("SUITE_DEBUG", raising=False)
+        monkeypatch.delenv(RUN_DIR_ENV, raising=False)
+        code = cli(list(args))
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return run
+
+
 def test_cli_list(toy_dir):
     proc = _cli(toy_dir, "list")
     assert proc.returncode == 0, proc.stderr
     assert "toy_cli" in proc.stdout and "toy via CLI" in proc.stdout
 
 
-def test_cli_show_with_override(toy_dir):
-    proc = _cli(toy_dir, "show", "toy_cli", "trainer.max_epochs=7", "data.batch_size=4")
+def test_cli_show_with_override(run_cli):
+    proc = run_cli("show", "toy_cli", "trainer.max_epochs=7", "data.batch_size=4")
     assert proc.returncode == 0, proc.stderr
     assert "max_epochs: 7" in proc.stdout and "batch_size: 4" in proc.stdout
 
 
-def test_cli_typo_exits_2_with_suggestion(toy_dir, tmp_path):
-    proc = _cli(toy_dir, "train", "toy_cli", "trainer.max_epochz=1", f"output_dir={tmp_path}")
+def test_cli_typo_exits_2_with_suggestion(run_cli, tmp_path):
+    proc = run_cli("train", "toy_cli", "trainer.max_epochz=1", f"output_dir={tmp_path}")
     assert proc.returncode == 2
     assert (
         "error: unknown config key 'trainer.max_epochz'; did you mean 'trainer.max_epochs'?"
@@ -254,20 +272,20 @@ def test_cli_typo_exits_2_with_suggestion(toy_dir, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_cli_usage_and_unknown_experiment(toy_dir):
+def test_cli_usage_and_unknown_experiment(toy_dir, run_cli):
     proc = _cli(toy_dir, "train")
     assert proc.returncode == 2 and "usage:" in proc.stderr
-    proc = _cli(toy_dir, "show", "toy_clj")
+    proc = run_cli("show", "toy_clj")
     assert (
         proc.returncode == 2
         and "did you mean 'toy_cli'?" in proc.stderr
         and "Traceback" not in proc.stderr
     )
-    assert _cli(toy_dir, "--help").returncode == 0
+    assert run_cli("--help").returncode == 0
 
 
-def test_cli_extra_command(toy_dir):
-    proc = _cli(toy_dir, "hello", "toy_cli", "world", "seed=3")
+def test_cli_extra_command(run_cli):
+    proc = run_cli("hello", "toy_cli", "world", "seed=3")
     assert proc.returncode == 0, proc.stderr
     assert "hello toy_cli world" in proc.stdout
 

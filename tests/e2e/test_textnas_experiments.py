@@ -111,7 +111,8 @@ def test_glue_task_metrics(task, task_data, tiny_arch, tmp_path):
     assert val_keys == {*expected, "val/loss"}, sorted(val_keys)  # nothing more, nothing less
     assert fit["best_model_score"] == pytest.approx(fit[expected[0]])  # the task's main metric
     ckpt = _checkpoint(result.run_dir / "checkpoints/last.ckpt")
-    assert ckpt["suite"]["config"]["checkpoint"]["monitor"] == expected[0]
+    monitors = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint") and "'monitor': 'val/" in k]
+    assert monitors and all(f"'monitor': '{expected[0]}'" in k for k in monitors), list(ckpt["callbacks"])
     outputs = {"stsb": 1, "mnli": 3}.get(task, 2)  # a scalar score for STS-B
     width = 4 * 8 if task != "cola" else 8  # pairs: [u, v, |u - v|, u * v]
     assert ckpt["state_dict"]["net.head.weight"].shape == (outputs, width)
@@ -274,24 +275,34 @@ def cli_run(one_thread, sst_dir, tiny_arch, tmp_path_factory):
      for c in BAD_INPUTS],
 )  # fmt: skip
 def test_cli_bad_input_is_one_error_line_and_touches_nothing(
-    case, cli_run, sst_dir, tiny_arch, tmp_path
+    case, cli_run, sst_dir, tiny_arch, tmp_path, monkeypatch, capsys
 ):
+    """The first case through a real ``python -m experiments`` process, the others through
+    the same ``cli()`` in this process (a subprocess costs seconds of imports each)."""
     out = cli_run
     experiment, overrides, message = BAD_INPUTS[case](sst_dir, tmp_path)
     scratch = {p.name for p in tmp_path.iterdir()}
     before, data_before = tree_hashes(out), tree_hashes(sst_dir)
-    proc = subprocess.run(
-        [python(), "-m", "experiments", "train", experiment,
-         *tiny(out, f"model.architecture={tiny_arch}"), *overrides],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    argv = ["train", experiment, *tiny(out, f"model.architecture={tiny_arch}"), *overrides]
+    if case == next(iter(BAD_INPUTS)):
+        proc = subprocess.run([python(), "-m", "experiments", *argv], cwd=tmp_path, env=cli_env(),
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        code, stderr = proc.returncode, proc.stderr
+    else:
+        from experiments.__main__ import cli
+
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("SUITE_RUN_DIR", raising=False)
+        monkeypatch.delenv("SUITE_DEBUG", raising=False)
+        monkeypatch.setenv("WANDB_MODE", "disabled")
+        code, stderr = cli(argv), capsys.readouterr().err
     assert tree_hashes(out) == before  # the earlier run is untouched, no new folder
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr
+    assert code == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
     assert message in errors[0], errors[0]
-    assert proc.stderr.rstrip("\n").splitlines()[-1] == errors[0]  # the error comes last
+    assert stderr.rstrip("\n").splitlines()[-1] == errors[0]  # the error comes last
     assert tree_hashes(sst_dir) == data_before
     assert {p.name for p in tmp_path.iterdir()} == scratch  # nothing written into the cwd
 
@@ -390,10 +401,10 @@ def _bag_of_words_accuracy(
 
 
 def test_synthetic_sst2_learns_beyond_bag_of_words(tmp_path):
-    """Measured (2 CPU cores, 1 thread, ~45 s): TextNAS (released architecture, C=32, the
-    experiment's 6 epochs) val acc 0.989; bag of words best val acc 0.59 (its training accuracy
-    stays at 0.58: no linear function of word counts fits the labels); majority class 0.574
-    (357 dev sentences)."""
+    """Measured (2 CPU cores without AVX-512, 1 thread, ~55 s): TextNAS (released architecture,
+    C=32, the experiment's 3 epochs of batch 64) val acc 0.910; bag of words best val acc 0.59
+    (its training accuracy stays at 0.58: no linear function of word counts fits the labels);
+    majority class 0.574 (357 dev sentences)."""
     root = tmp_path / "data"
     overrides = [
         f"data.root={root}",
@@ -412,7 +423,7 @@ def test_synthetic_sst2_learns_beyond_bag_of_words(tmp_path):
     bow_acc, bow_train_acc = _bag_of_words_accuracy(dm)
 
     print(f"textnas {textnas_acc:.3f}  bag of words {bow_acc:.3f} (train {bow_train_acc:.3f})  majority {majority:.3f}")  # fmt: skip
-    assert textnas_acc >= 0.9
+    assert textnas_acc >= 0.88
     assert textnas_acc >= majority + 0.25
     assert textnas_acc >= bow_acc + 0.25
 
