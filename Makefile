@@ -26,7 +26,7 @@ help:
 	@echo "make check-system    the system (apt) packages of system-packages.txt"
 	@echo "make train-textnas ARGS='data.root=/path/to/glue/SST-2 trainer.devices=4'"
 	@echo "make eval-textnas ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
-	@echo "make search-textnas ARGS='data.root=/path/to/sst/trees trainer.devices=4 trainer.strategy=ddp_find_unused_parameters_true'"
+	@echo "make search-textnas ARGS='data.root=/path/to/sst/trees preset=trainer/ddp trainer.devices=4'"
 
 setup: check-system $(STAMP)
 
