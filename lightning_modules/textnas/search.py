@@ -135,6 +135,7 @@ class TextNASSearchModule(L.LightningModule):
         self.register_buffer("op_counts", torch.zeros(num_layers, len(self.ops), dtype=torch.long))
         self.val_acc = Accuracy(task="multiclass", num_classes=max(num_classes, 2))
         self._val_batches: list[list[int]] | None = None
+        self._val_order: tuple[int, list[int]] | None = None  # (pass, its batch order)
         self._val_arch: Architecture | None = None
 
     # ----------------------------------------------------------------- sampling
@@ -229,8 +230,9 @@ class TextNASSearchModule(L.LightningModule):
         if n == 0:
             raise RuntimeError("the validation loader is empty: the controller needs validation batches")
         cursor = int(self.val_cursor)
-        order = reward_batch_order(n, self.arch_seed, cursor // n)
-        indices = self._val_batches[order[cursor % n]]
+        if self._val_order is None or self._val_order[0] != cursor // n:  # a new pass
+            self._val_order = (cursor // n, reward_batch_order(n, self.arch_seed, cursor // n))
+        indices = self._val_batches[self._val_order[1][cursor % n]]
         batch = self._val_collate([self._val_dataset[i] for i in indices])
         self.val_cursor += 1
         return self.trainer.strategy.batch_to_device(batch, self.device)
@@ -388,7 +390,7 @@ class TextNASSearchModule(L.LightningModule):
         state = checkpoint.get("textnas_search")
         if state is not None:
             self.arch_generator.set_state(state["arch_generator"])
-        self._val_batches = None
+        self._val_batches = self._val_order = None
 
 
 def reward_batch_order(num_batches: int, seed: int, cycle: int) -> list[int]:
