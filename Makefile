@@ -13,7 +13,8 @@ SYSTEMS ?=
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-.PHONY: help setup check-system demo test test-all test-gpu lint bench data train-textnas eval-textnas search-textnas clean-outputs
+.PHONY: help setup check-system demo test test-all test-gpu lint bench data train-textnas eval-textnas search-textnas \
+	search-alphagan derive-alphagan prepare-voca train-dualtalker eval-dualtalker clean-outputs
 
 help:
 	@echo "make demo            every system's demo on generated data (CPU, minutes); SYSTEMS=textnas for one"
@@ -27,6 +28,11 @@ help:
 	@echo "make train-textnas ARGS='data.root=/path/to/glue/SST-2 trainer.devices=4'"
 	@echo "make eval-textnas ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
 	@echo "make search-textnas ARGS='data.root=/path/to/sst/trees preset=trainer/ddp trainer.devices=4'"
+	@echo "make search-alphagan ARGS='data.root=/data/cifar10 search.variant=s'   (EXPERIMENT=alphagan_search_stl10)"
+	@echo "make derive-alphagan ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
+	@echo "make prepare-voca ARGS='src=/data/vocaset_release dst=data/vocaset'"
+	@echo "make train-dualtalker ARGS='data.root=data/vocaset model.audio_encoder=/models/wav2vec2-base-960h'   (EXPERIMENT=dualtalker_biwi, faceformer_voca, ...)"
+	@echo "make eval-dualtalker ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
 
 setup: check-system $(STAMP)
 
@@ -59,8 +65,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# BENCH=alphagan for one system's figures (benchmarks/results/<system>.json)
+BENCH ?= textnas alphagan dualtalker
 bench: $(STAMP)
-	$(PY) -m benchmarks.textnas $(ARGS)
+	@for system in $(BENCH); do echo "== bench $$system"; $(PY) -m benchmarks.$$system $(ARGS) || exit 1; done
 
 train-textnas: $(STAMP)
 	$(PY) -m experiments train $(or $(EXPERIMENT),textnas_train_sst2) $(ARGS)
@@ -72,6 +80,21 @@ search-textnas: $(STAMP)
 	$(PY) -m experiments train $(or $(EXPERIMENT),textnas_search_sst5) $(ARGS)
 
 eval-textnas: $(STAMP)
+	$(PY) -m experiments eval $(EXPERIMENT) $(ARGS)
+
+search-alphagan: $(STAMP)
+	$(PY) -m experiments train $(or $(EXPERIMENT),alphagan_search_cifar10) $(ARGS)
+
+derive-alphagan: $(STAMP)
+	$(PY) -m experiments derive $(or $(EXPERIMENT),alphagan_search_cifar10) $(ARGS)
+
+prepare-voca: $(STAMP)
+	$(PY) -m datamodules.face_prepare $(ARGS)
+
+train-dualtalker: $(STAMP)
+	$(PY) -m experiments train $(or $(EXPERIMENT),dualtalker_voca) $(ARGS)
+
+eval-dualtalker: $(STAMP)
 	$(PY) -m experiments eval $(EXPERIMENT) $(ARGS)
 
 clean-outputs:

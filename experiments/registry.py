@@ -110,11 +110,15 @@ DemoFn = Callable[[list[str]], DemoResult]
 SYSTEMS: dict[str, str | SystemSpec] = {
     "textnas_train": "experiments.systems.textnas:SPEC",
     "textnas_search": "experiments.systems.textnas_search:SPEC",
+    "alphagan_search": "experiments.systems.alphagan_search:SPEC",
+    "dualtalker": "experiments.systems.dualtalker:SPEC",
 }
 
 # A system family's demo part: name -> "module:function" taking the demo's key=value overrides.
 DEMOS: dict[str, str | DemoFn] = {
     "textnas": "experiments.systems.textnas_demo:demo",
+    "alphagan": "experiments.systems.alphagan_demo:demo",
+    "dualtalker": "experiments.systems.dualtalker_demo:demo",
 }
 
 
