@@ -28,8 +28,9 @@ import logging
 import statistics
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -42,6 +43,30 @@ from datamodules.text_tasks import TaskSpec, get_task
 from datamodules.vocab import Vocabulary, load_glove
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class GlueDataOptions:
+    """Every data option of :class:`GlueDataModule` with its default, written once.
+
+    The experiment configs subclass it (``data.*`` keys); the datamodule takes the same names
+    as keyword arguments. What each one does is in :class:`GlueDataModule`'s docstring.
+    """
+
+    root: str = "data/glue/SST-2"
+    task: str = "sst2"
+    batch_size: int = 128
+    eval_batch_size: Optional[int] = None
+    max_length: int = 64
+    min_count: int = 1
+    lowercase: bool = False
+    glove: Optional[str] = None  # path of glove.840B.300d.txt; None = random init
+    phrases: bool = True  # SST trees: train on every phrase (NNI), not only sentences
+    dev_phrases: bool = False
+    use_test_labels: bool = False
+    num_workers: int = 0
+    bucket: bool = True
+    pad_to_max_length: bool = False  # True: every batch padded to max_length (the reference)
 
 
 class EncodedTextDataset(Dataset):
@@ -147,53 +172,50 @@ class GlueDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str,
-        task: str = "sst2",
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        max_length: int = 64,
-        min_count: int = 1,
-        lowercase: bool = False,
-        glove: str | None = None,
+        root: str | None = None,
+        task: str | None = None,
+        *,
         embed_dim: int = 300,
-        phrases: bool = True,
-        num_workers: int = 0,
-        bucket: bool = True,
         seed: int = 0,
         vocab: list[str] | None = None,
-        use_test_labels: bool = False,
-        dev_phrases: bool = False,
-        pad_to_max_length: bool = False,
+        **options: Any,
     ) -> None:
+        """``options`` are :class:`GlueDataOptions` fields (their defaults apply);
+        ``embed_dim``, ``seed`` and ``vocab`` come from the model, the run and a checkpoint."""
         super().__init__()
-        self.save_hyperparameters(ignore=["vocab"], logger=False)
-        self._spec = get_task(task)
-        for name, value in (("batch_size", batch_size), ("max_length", max_length),
-                            ("min_count", min_count), ("embed_dim", embed_dim)):  # fmt: skip
+        options.update({k: v for k, v in (("root", root), ("task", task)) if v is not None})
+        unknown = sorted(set(options) - set(GlueDataOptions.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"GlueDataModule: unknown option(s) {', '.join(unknown)}; options: "
+                            f"{', '.join(GlueDataOptions.__dataclass_fields__)}")  # fmt: skip
+        opts = GlueDataOptions(**options)
+        self.save_hyperparameters({**asdict(opts), "embed_dim": embed_dim, "seed": seed}, logger=False)
+        self._spec = get_task(opts.task)
+        for name, value in (("batch_size", opts.batch_size), ("max_length", opts.max_length),
+                            ("min_count", opts.min_count), ("embed_dim", embed_dim)):  # fmt: skip
             if value < 1:
                 raise DataError(f"data.{name} must be at least 1, got {value}")
-        if eval_batch_size is not None and eval_batch_size < 1:
-            raise DataError(f"data.eval_batch_size must be at least 1, got {eval_batch_size}")
-        self.root = root
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.max_length = max_length
-        self.min_count = min_count
-        self.lowercase = lowercase
-        self.glove = glove
+        if opts.eval_batch_size is not None and opts.eval_batch_size < 1:
+            raise DataError(f"data.eval_batch_size must be at least 1, got {opts.eval_batch_size}")
+        for name in GlueDataOptions.__dataclass_fields__:
+            setattr(self, name, getattr(opts, name))
+        self.eval_batch_size = opts.eval_batch_size or opts.batch_size
         self.embed_dim = embed_dim
-        self.phrases = phrases
-        self.dev_phrases = dev_phrases
-        self.num_workers = num_workers
-        self.bucket = bucket
         self.seed = seed
-        self.use_test_labels = use_test_labels
-        self.pad_to_max_length = pad_to_max_length
         self._vocab = Vocabulary.from_list(vocab) if vocab is not None else None
         self._examples: dict[str, list[Example]] = {}
         self._datasets: dict[str, EncodedTextDataset] = {}
         self._embedding: torch.Tensor | None = None
         self.stats: dict[str, Any] = {}
+
+    @classmethod
+    def from_options(
+        cls, options: Any, *, embed_dim: int = 300, seed: int = 0, vocab: list[str] | None = None
+    ) -> GlueDataModule:
+        """The datamodule of a :class:`GlueDataOptions`, or of a config section that holds its
+        keys (a config's own extra keys, such as ``generate``, are not data options)."""
+        values = {k: getattr(options, k) for k in GlueDataOptions.__dataclass_fields__}
+        return cls(embed_dim=embed_dim, seed=seed, vocab=vocab, **values)
 
     # ------------------------------------------------------------------ properties
 

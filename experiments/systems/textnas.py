@@ -14,7 +14,7 @@ from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from datamodules.glue import GlueDataModule
+from datamodules.glue import GlueDataModule, GlueDataOptions
 from datamodules.synthetic.sentiment import ensure_synthetic_sst
 from datamodules.text_tasks import TASKS
 from experiments.checkpoints import load_checkpoint
@@ -34,23 +34,10 @@ from search_spaces.text import (
 
 
 @dataclass
-class TextDataConfig:
-    """A GLUE-style task read by :class:`datamodules.glue.GlueDataModule`."""
+class TextDataConfig(GlueDataOptions):
+    """A GLUE-style task read by :class:`datamodules.glue.GlueDataModule` (its options and
+    defaults are :class:`~datamodules.glue.GlueDataOptions`), plus the synthetic set switch."""
 
-    root: str = "data/glue/SST-2"
-    task: str = "sst2"
-    batch_size: int = 128
-    eval_batch_size: Optional[int] = None
-    max_length: int = 64
-    min_count: int = 1
-    lowercase: bool = False
-    glove: Optional[str] = None  # path of glove.840B.300d.txt; None = random init
-    phrases: bool = True  # SST trees: train on every phrase (NNI), not only sentences
-    dev_phrases: bool = False
-    use_test_labels: bool = False
-    num_workers: int = 0
-    bucket: bool = True
-    pad_to_max_length: bool = False  # True: every batch padded to max_length (the reference)
     generate: bool = False  # write the synthetic SST-format data set into root if missing
 
 
@@ -148,15 +135,10 @@ def build_datamodule(
     """The datamodule of a :class:`TextDataConfig` (shared by retraining and search)."""
     if data.generate:
         ensure_synthetic_sst(data.root)
-    return GlueDataModule(
-        root=data.root, task=data.task, batch_size=data.batch_size,
-        eval_batch_size=data.eval_batch_size, max_length=data.max_length,
-        min_count=data.min_count, lowercase=data.lowercase, glove=data.glove,
-        embed_dim=embed_dim, phrases=data.phrases, dev_phrases=data.dev_phrases,
-        num_workers=data.num_workers, bucket=data.bucket, seed=seed, vocab=vocab,
-        pad_to_max_length=data.pad_to_max_length,
-        use_test_labels=data.use_test_labels if use_test_labels is None else use_test_labels,
-    )  # fmt: skip
+    options = GlueDataOptions(**{k: data[k] for k in GlueDataOptions.__dataclass_fields__})
+    if use_test_labels is not None:
+        options.use_test_labels = use_test_labels
+    return GlueDataModule.from_options(options, embed_dim=embed_dim, seed=seed, vocab=vocab)
 
 
 def datamodule(cfg: DictConfig, checkpoint: dict | None = None) -> GlueDataModule:

@@ -349,3 +349,23 @@ def test_write_preview_pairs_and_unlabelled_test(tmp_path: Path) -> None:
     test = text.split("## test: 1 example\n")[1]
     assert "labels: not used" in test and "label: none (not used)" in test
     assert "  b: A <unk> ." in test  # "person" is not in the training vocabulary
+
+
+def test_data_defaults_written_once(synthetic_root):
+    """The experiment config's data section is GlueDataOptions itself (plus its own switches),
+    and the datamodule built with no option takes exactly those defaults."""
+    from dataclasses import fields
+
+    from datamodules.glue import GlueDataOptions
+    from experiments.systems.textnas import TextDataConfig
+
+    assert issubclass(TextDataConfig, GlueDataOptions)
+    assert {f.name for f in fields(TextDataConfig)} - {f.name for f in fields(GlueDataOptions)} == {"generate"}
+    dm = GlueDataModule(str(synthetic_root))
+    defaults = GlueDataOptions(root=str(synthetic_root))
+    for f in fields(GlueDataOptions):
+        expected = getattr(defaults, f.name)
+        got = dm.hparams[f.name]
+        assert got == expected, f.name
+    with pytest.raises(TypeError, match="unknown option.*batchsize"):
+        GlueDataModule(str(synthetic_root), batchsize=3)
