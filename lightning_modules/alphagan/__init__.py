@@ -1,0 +1,1 @@
+"""alphaGAN: the fixed discriminator, losses, the search and retraining modules."""
