@@ -29,16 +29,17 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from datamodules.errors import DataError
 from datamodules.readers import Example, read_split
 from datamodules.samplers import BucketBatchSampler, ShardedEvalBatchSampler
+from datamodules.text_batches import EncodedTextDataset, TextCollator
+from datamodules.text_inspect import TextDataInspection
 from datamodules.text_tasks import TaskSpec, get_task
 from datamodules.vocab import Vocabulary, load_glove
 
@@ -69,81 +70,7 @@ class GlueDataOptions:
     pad_to_max_length: bool = False  # True: every batch padded to max_length (the reference)
 
 
-class EncodedTextDataset(Dataset):
-    """Examples of one split as id lists (truncated to ``max_length``) and labels."""
-
-    def __init__(
-        self, examples: Sequence[Example], vocab: Vocabulary, max_length: int, labels: bool
-    ) -> None:
-        self.ids_a = [_encode(ex.text_a, vocab, max_length) for ex in examples]
-        self.ids_b = (
-            [_encode(ex.text_b, vocab, max_length) for ex in examples]
-            if examples and examples[0].text_b is not None
-            else None
-        )
-        self.labels = [ex.label for ex in examples] if labels else None
-
-    def __len__(self) -> int:
-        return len(self.ids_a)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"index": index, "ids": self.ids_a[index]}
-        if self.ids_b is not None:
-            item["ids_b"] = self.ids_b[index]
-        if self.labels is not None:
-            item["label"] = self.labels[index]
-        return item
-
-    def lengths(self) -> list[int]:
-        """Tokens per example (both texts for pairs), for length bucketing."""
-        if self.ids_b is None:
-            return [len(ids) for ids in self.ids_a]
-        return [len(a) + len(b) for a, b in zip(self.ids_a, self.ids_b)]
-
-
-def _encode(tokens: Sequence[str] | None, vocab: Vocabulary, max_length: int) -> list[int]:
-    ids = vocab.encode((tokens or [])[:max_length])
-    return ids or [Vocabulary.UNK_ID]
-
-
-def _pad(
-    sequences: Sequence[Sequence[int]], length: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists with ``PAD_ID`` to the longest one, or to ``length`` when given (no
-    list may be longer); the mask is True on real tokens."""
-    lengths = torch.tensor([len(seq) for seq in sequences])
-    width = int(lengths.max()) if length is None else length
-    if width < int(lengths.max()):
-        raise ValueError(f"a sequence of {int(lengths.max())} ids does not fit length {width}")
-    ids = torch.full((len(sequences), width), Vocabulary.PAD_ID, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    mask = torch.arange(ids.size(1))[None, :] < lengths[:, None]
-    return ids, mask
-
-
-class TextCollator:
-    """Pads a list of dataset items into a batch dict (see the module docstring).
-
-    ``pad_to``: pad every batch to this length (``max_length``) instead of its longest text.
-    """
-
-    def __init__(self, regression: bool, pad_to: int | None = None) -> None:
-        self.label_dtype = torch.float32 if regression else torch.long
-        self.pad_to = pad_to
-
-    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch: dict[str, torch.Tensor] = {}
-        batch["ids"], batch["mask"] = _pad([item["ids"] for item in items], self.pad_to)
-        if "ids_b" in items[0]:
-            batch["ids_b"], batch["mask_b"] = _pad([item["ids_b"] for item in items], self.pad_to)
-        if "label" in items[0]:
-            batch["label"] = torch.tensor([item["label"] for item in items], dtype=self.label_dtype)
-        batch["index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
-        return batch
-
-
-class GlueDataModule(L.LightningDataModule):
+class GlueDataModule(TextDataInspection, L.LightningDataModule):
     """A GLUE task (TSV files) or the SST trees, with a vocabulary built from the train split.
 
     Args:
@@ -189,7 +116,9 @@ class GlueDataModule(L.LightningDataModule):
             raise TypeError(f"GlueDataModule: unknown option(s) {', '.join(unknown)}; options: "
                             f"{', '.join(GlueDataOptions.__dataclass_fields__)}")  # fmt: skip
         opts = GlueDataOptions(**options)
-        self.save_hyperparameters({**asdict(opts), "embed_dim": embed_dim, "seed": seed}, logger=False)
+        self.save_hyperparameters(
+            {**asdict(opts), "embed_dim": embed_dim, "seed": seed}, logger=False
+        )
         self._spec = get_task(opts.task)
         for name, value in (("batch_size", opts.batch_size), ("max_length", opts.max_length),
                             ("min_count", opts.min_count), ("embed_dim", embed_dim)):  # fmt: skip
@@ -364,173 +293,6 @@ class GlueDataModule(L.LightningDataModule):
             self._embedding = None
             self.stats["vocab_size"] = len(vocab)
 
-    # ------------------------------------------------------------------ summary, preview
-
-    def _loaded_splits(self) -> list[str]:
-        order = [self._spec.train_split, *self._spec.val_splits, *self._spec.test_splits]
-        loaded = [split for split in order if split in self._examples]
-        if not loaded:
-            raise RuntimeError("no split is loaded: call dm.setup('fit') (or 'test') first")
-        return loaded
-
-    def data_summary(self) -> dict[str, Any]:
-        """Size and labels of every loaded split, as the model gets them, plus details.
-
-        ``{"splits": {split: {"size": int, "labels": {class name: count}}}, "info": {...}}``
-        in the order train, validation, test splits, only those :meth:`setup` has read.
-        ``size`` counts the examples the loaders iterate over (SST with ``phrases``: the
-        phrase instances). Regression tasks (STS-B) give ``"labels": {"mean", "std", "min",
-        "max"}`` of the scores; a split whose labels are not used (GLUE test files, tree test
-        files without ``use_test_labels``) gives ``"labels": {}``. ``info`` holds the task, the
-        vocabulary size, ``max_length``, the padding mode and per split ``tokens``: mean and
-        maximum text length in the file, texts truncated, the share of real tokens that are
-        ``<unk>`` and the share of batch positions that are padding (this rank's batches; the
-        training split in its first epoch's order).
-        """
-        splits: dict[str, Any] = {}
-        tokens: dict[str, Any] = {}
-        for split in self._loaded_splits():
-            dataset = self._dataset(split)
-            splits[split] = {"size": len(dataset), "labels": self._label_summary(dataset)}
-            tokens[split] = self._token_summary(split)
-        info: dict[str, Any] = {
-            "task": self._spec.name,
-            "root": str(self.root),
-            "num_classes": self.num_classes,
-            "pair": self.is_pair,
-            "vocab_size": len(self.vocab),
-            "max_length": self.max_length,
-            "padding": "max_length" if self.pad_to_max_length else "longest_in_batch",
-            "bucket": self.bucket,
-            "batch_size": self.batch_size,
-            "eval_batch_size": self.eval_batch_size,
-            "lowercase": self.lowercase,
-            "min_count": self.min_count,
-            "glove": self.glove,
-        }
-        if self._spec.format == "ptb":
-            info["phrases"] = self.phrases
-            info["dev_phrases"] = self.dev_phrases
-        info["tokens"] = tokens
-        return {"splits": splits, "info": info}
-
-    def _label_summary(self, dataset: EncodedTextDataset) -> dict[str, Any]:
-        if dataset.labels is None:
-            return {}
-        if self._spec.regression:
-            values = [float(v) for v in dataset.labels]
-            return {
-                "mean": round(statistics.fmean(values), 4),
-                "std": round(statistics.pstdev(values), 4),
-                "min": min(values),
-                "max": max(values),
-            }
-        counts = Counter(dataset.labels)
-        return {name: counts.get(i, 0) for i, name in enumerate(self._spec.class_names)}
-
-    def _token_summary(self, split: str) -> dict[str, Any]:
-        examples, dataset = self._examples[split], self._dataset(split)
-        columns = [dataset.ids_a] + ([dataset.ids_b] if dataset.ids_b is not None else [])
-        real = sum(len(ids) for column in columns for ids in column)
-        unk = sum(ids.count(Vocabulary.UNK_ID) for column in columns for ids in column)
-        raw = [len(ex.text_a) for ex in examples] + [len(ex.text_b or []) for ex in examples]
-        padding = positions = 0
-        for batch in self._index_batches(split):
-            for column in columns:
-                lengths = [len(column[i]) for i in batch]
-                width = self.max_length if self.pad_to_max_length else max(lengths)
-                positions += width * len(batch)
-                padding += width * len(batch) - sum(lengths)
-        return {
-            "mean": round(statistics.fmean(raw[: len(examples)]), 2),
-            "max": max(raw),
-            "truncated": self.stats[split]["truncated"],
-            "unk": round(unk / max(real, 1), 4),
-            "padding": round(padding / positions, 4) if positions else 0.0,
-        }
-
-    def _index_batches(self, split: str) -> list[list[int]]:
-        """Index lists of ``split``'s batches on this rank (training: the first epoch's)."""
-        if split == self._spec.train_split:
-            return [list(batch) for batch in self.train_dataloader().batch_sampler]
-        rank, world_size = self._rank_and_world_size()
-        lengths = self._dataset(split).lengths()
-        return list(ShardedEvalBatchSampler(lengths, self.eval_batch_size, rank, world_size))
-
-    def write_preview(self, out_dir: Path, examples_per_split: int = 5) -> list[Path]:
-        """Write ``out_dir/preview.md``: a few examples of every loaded split, decoded from the
-        ids the model gets, with their label names; return the paths written.
-
-        Per split: the first ``examples_per_split`` examples, plus the first truncated one if
-        there is one, padded together by the loaders' collator (to ``max_length`` with
-        ``pad_to_max_length``, else to the longest of them), so ``<unk>``, truncation and
-        padding show as the model sees them.
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        summary = self.data_summary()
-        if self.pad_to_max_length:
-            padding = f"every batch is padded to max_length = {self.max_length}"
-        else:
-            padding = (
-                "each batch is padded to its longest text (here: the examples of a split "
-                "padded together as one batch)"
-            )
-        lines = [
-            f"# {self._spec.name}: data preview",
-            "",
-            f"- data.root: {self.root}; vocabulary: {len(self.vocab)} tokens; "
-            f"max_length: {self.max_length}; {padding}.",
-            "- Each text is decoded from the ids the model gets: <unk> = not in the vocabulary, "
-            "<pad>×N = N padding positions (mask False), [truncated: N of M tokens kept] "
-            "where max_length cut the text.",
-            "",
-        ]
-        for split, entry in summary["splits"].items():
-            lines += self._preview_split(split, entry, examples_per_split)
-        path = out_dir / "preview.md"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return [path]
-
-    def _preview_split(self, split: str, entry: dict[str, Any], count: int) -> list[str]:
-        dataset, examples = self._dataset(split), self._examples[split]
-        described = ", ".join(f"{k}={v}" for k, v in entry["labels"].items()) or "not used"
-        size = entry["size"]
-        lines = [f"## {split}: {size} example{'s' * (size != 1)}", "", f"labels: {described}", ""]
-        chosen = list(range(min(count, len(dataset))))
-        cut = (i for i, ex in enumerate(examples) if _longest_text(ex) > self.max_length)
-        first_cut = next(cut, None)
-        if first_cut is not None and first_cut not in chosen:
-            chosen.append(first_cut)
-        batch = self._collator()([dataset[i] for i in chosen])
-        texts = [("ids", "mask", "text_a")]
-        if "ids_b" in batch:
-            texts.append(("ids_b", "mask_b", "text_b"))
-        lines.append("```text")
-        for row, index in enumerate(chosen):
-            lines.append(f"[{index}] label: {self._label_text(batch, row)}")
-            for ids_key, mask_key, field in texts:
-                real = int(batch[mask_key][row].sum())
-                decoded = " ".join(self.vocab.decode(batch[ids_key][row, :real].tolist()))
-                pads = batch[ids_key].size(1) - real
-                if pads:
-                    decoded += f" <pad>×{pads}"
-                raw = getattr(examples[index], field) or []
-                if len(raw) > self.max_length:
-                    decoded += f" [truncated: {real} of {len(raw)} tokens kept]"
-                prefix = f"  {field[-1]}: " if len(texts) == 2 else "  "
-                lines.append(prefix + decoded.replace("```", "'''"))
-        lines += ["```", ""]
-        return lines
-
-    def _label_text(self, batch: dict[str, torch.Tensor], row: int) -> str:
-        if "label" not in batch:
-            return "none (not used)"
-        value = batch["label"][row].item()
-        if self._spec.regression:
-            return f"{value:.3f}"
-        return f"{self._spec.class_names[int(value)]} ({int(value)})"
-
     # ------------------------------------------------------------------ dataloaders
 
     def _rank_and_world_size(self) -> tuple[int, int]:
@@ -599,10 +361,6 @@ def _token_lists(examples: Sequence[Example]) -> list[list[str]]:
         if ex.text_b is not None:
             out.append(ex.text_b)
     return out
-
-
-def _longest_text(example: Example) -> int:
-    return max(len(example.text_a), len(example.text_b or []))
 
 
 def _describe(stats: dict[str, Any]) -> str:
