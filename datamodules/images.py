@@ -123,6 +123,7 @@ class ImageDataModule(L.LightningDataModule):
         self.class_names: list[str] = []
         self._datasets: dict[str, ImageTensorDataset] = {}
         self._arrays: dict[str, ImageArrays] = {}
+        self._arch_loader: tuple[tuple[int, int], DataLoader] | None = None
 
     @classmethod
     def from_options(cls, options: Any, **kwargs: Any) -> ImageDataModule:
@@ -230,10 +231,14 @@ class ImageDataModule(L.LightningDataModule):
         return self._shuffled(self._loaded("train"))
 
     def arch_dataloader(self) -> DataLoader:
-        """The worst-case and α batches (the second half); call ``.sampler.set_epoch(epoch)``."""
+        """The worst-case and α batches (the second half); call ``.sampler.set_epoch(epoch)``
+        before each pass. The same loader comes back on every call (its workers persist)."""
         if self.split != "search":
             raise RuntimeError("arch_dataloader() needs split='search'")
-        return self._shuffled(self._loaded("val"))
+        shard = self._rank_and_world_size()
+        if self._arch_loader is None or self._arch_loader[0] != shard:
+            self._arch_loader = (shard, self._shuffled(self._loaded("val")))
+        return self._arch_loader[1]
 
     def test_dataloader(self) -> DataLoader:
         """Held-out real images (the official test split) in order; rank r gets ``r::world``."""

@@ -1,4 +1,8 @@
-"""``python -m datamodules.synthetic --out data/synthetic-sst``: write the synthetic SST corpus."""
+"""``python -m datamodules.synthetic --out data/synthetic-sst``: write the synthetic SST corpus.
+
+``python -m datamodules.synthetic images --format cifar10 --out data/synthetic-cifar10``: write
+a synthetic CIFAR-10 (or ``--format stl10``: STL-10) set in the official file format.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,23 @@ import argparse
 import time
 
 from datamodules.synthetic.sentiment import write_synthetic_sst
+
+
+def _images(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from datamodules.synthetic.images import write_synthetic_cifar10, write_synthetic_stl10
+
+    start = time.perf_counter()
+    out = args.out or f"data/synthetic-{args.format}"
+    try:
+        if args.format == "cifar10":
+            written = write_synthetic_cifar10(out, args.n_train, args.n_test, args.seed)
+        else:
+            written = write_synthetic_stl10(out, args.n_train, args.n_test, args.n_unlabeled,
+                                            args.seed)  # fmt: skip
+    except ValueError as exc:
+        parser.error(f"images: {exc}")
+    files = ", ".join(sorted(p.name for p in written.folder.iterdir() if p.is_file()))
+    print(f"wrote {files} to {written.folder} in {time.perf_counter() - start:.2f}s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,7 +41,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-dev", type=int, default=400, help="dev sentences")
     parser.add_argument("--n-test", type=int, default=400, help="test sentences")
     parser.add_argument("--seed", type=int, default=0)
+    commands = parser.add_subparsers(dest="command", title="other data sets")
+    images = commands.add_parser(
+        "images", help="CIFAR-10 / STL-10 files of class-coloured shapes",
+        description="Write images of class-dependent shapes and colours in the official "
+        "CIFAR-10 (cifar-10-batches-py/) or STL-10 (stl10_binary/) file format.",
+    )  # fmt: skip
+    images.add_argument("--format", choices=("cifar10", "stl10"), default="cifar10")
+    images.add_argument("--out", help="folder that receives cifar-10-batches-py/ or "
+                        "stl10_binary/ (default: data/synthetic-FORMAT)")  # fmt: skip
+    images.add_argument("--n-train", type=int, default=2000, help="training images")
+    images.add_argument("--n-test", type=int, default=500, help="test images")
+    images.add_argument("--n-unlabeled", type=int, default=0, help="STL-10 unlabeled images")
+    images.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.command == "images":
+        _images(parser, args)
+        return
     start = time.perf_counter()
     out = write_synthetic_sst(args.out, args.n_train, args.n_dev, args.n_test, args.seed)
     files = ", ".join(sorted(p.name for p in out.iterdir() if p.is_file()))

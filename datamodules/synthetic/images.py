@@ -105,7 +105,7 @@ def draw_images(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.n
     images = np.empty((n, size, size, 3), dtype=np.float32)
     images[:] = top + (bottom - top) * grid[None, :, None, None]
     colour = _COLOURS[labels] * rng.uniform(0.85, 1.0, (n, 1)).astype(np.float32)
-    images[masks] = colour.repeat(masks.reshape(n, -1).sum(1), axis=0)
+    images[masks] = colour.repeat(masks.sum(axis=(1, 2)), axis=0)
     images += rng.standard_normal(images.shape, np.float32) * 6.0
     return np.clip(images, 0, 255, out=images).round().astype(np.uint8)
 
