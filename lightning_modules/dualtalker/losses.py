@@ -1,0 +1,115 @@
+"""DualTalker's losses: L = L_rec + lambda_dual L_dual + lambda_cons L_cons (reference sheet §6).
+
+- L_rec: FaceFormer's MSE on absolute vertices (+ lambda_vel x MSE of the frame-to-frame
+  velocity, VOCA/SelfTalk's term, 0 by default as in FaceFormer).
+- L_dual: lip reading, the dual task: MSE between the lip reader's output and the shared audio
+  encoder's frame features (stop-gradient on the target by default), + ctc_weight x CTC over
+  characters for sequences with a transcript.
+- L_cons: the switchable cross-modal consistency terms of §5, summed: ``cosine`` (1 - cos between
+  the per-frame audio features and motion embeddings), ``infonce`` (each motion frame must pick
+  its own audio frame among the sequence's frames, both directions), ``cycle`` (the lip reader
+  applied to the *predicted* motion must give the audio features back: the dual-learning loop).
+
+Every term is a masked mean per sequence (real frames only), then a mean over sequences: a
+batch of B sequences gives the mean of the B per-sequence losses (FaceFormer trains one sequence
+per step), whatever the padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .network import DualTalkerOptions, DualTalkerOutput
+
+
+def sequence_mean(values: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """values (B, T, ...) -> mean over each sequence's real frames (and trailing dims), then
+    over the sequences that have any."""
+    values = values.reshape(*frame_mask.shape, -1)
+    mask = frame_mask[..., None].to(values.dtype)
+    per_sequence = (values * mask).sum((1, 2)) / (mask.sum((1, 2)) * values.shape[-1]).clamp_min(1)
+    present = frame_mask.any(1)
+    return per_sequence[present].mean()
+
+
+def reconstruction_loss(out: DualTalkerOutput, lambda_vel: float = 0.0) -> torch.Tensor:
+    loss = sequence_mean((out.vertices - out.target).square(), out.frame_mask)
+    if lambda_vel:
+        velocity_error = (out.vertices.diff(dim=1) - out.target.diff(dim=1)).square()
+        pairs = out.frame_mask[:, 1:] & out.frame_mask[:, :-1]
+        loss = loss + lambda_vel * sequence_mean(velocity_error, pairs)
+    return loss
+
+
+def feature_regression_loss(features, audio_features, frame_mask, detach: bool = True):
+    target = audio_features.detach() if detach else audio_features
+    return sequence_mean((features - target).square(), frame_mask)
+
+
+def ctc_loss(out: DualTalkerOutput) -> torch.Tensor:
+    """CTC (blank 0, infinities zeroed) per character, mean over sequences with a transcript."""
+    has_text = out.ctc_target_lengths > 0
+    if not bool(has_text.any()):
+        return out.lip_log_probs.sum() * 0.0
+    per_sequence = F.ctc_loss(
+        out.lip_log_probs.transpose(0, 1).float(), out.ctc_targets, out.ctc_input_lengths,
+        out.ctc_target_lengths, blank=0, reduction="none", zero_infinity=True,
+    )
+    return (per_sequence[has_text] / out.ctc_target_lengths[has_text]).mean()
+
+
+def cosine_consistency(audio_features, motion_embeddings, frame_mask) -> torch.Tensor:
+    cosine = F.cosine_similarity(audio_features, motion_embeddings, dim=-1, eps=1e-6)
+    return sequence_mean(1.0 - cosine, frame_mask)
+
+
+def infonce_consistency(audio_features, motion_embeddings, frame_mask, temperature: float):
+    """Symmetric InfoNCE over the frames of each sequence (other frames are the negatives)."""
+    a = F.normalize(audio_features, dim=-1, eps=1e-6)
+    m = F.normalize(motion_embeddings, dim=-1, eps=1e-6)
+    logits = m @ a.transpose(1, 2) / temperature  # (B, T motion, T audio)
+    diagonal = torch.arange(logits.shape[1], device=logits.device)
+
+    def own_frame_nll(x: torch.Tensor) -> torch.Tensor:
+        # Padded columns are no negatives; padded rows get a finite row (dropped by the mean).
+        x = x.masked_fill(~frame_mask[:, None, :], float("-inf"))
+        x = torch.where(frame_mask[:, :, None], x, torch.zeros_like(x))
+        return -x.log_softmax(-1)[:, diagonal, diagonal]
+
+    motion_to_audio, audio_to_motion = own_frame_nll(logits), own_frame_nll(logits.transpose(1, 2))
+    return sequence_mean(0.5 * (motion_to_audio + audio_to_motion), frame_mask)
+
+
+def compute_losses(out: DualTalkerOutput, options: DualTalkerOptions) -> dict[str, torch.Tensor]:
+    """Every term by name; ``loss`` is the one to optimise. Terms that are off are absent."""
+    o = options
+    losses = {"rec": reconstruction_loss(out, o.lambda_vel)}
+    dual = None
+    if out.lip_features is not None and o.uses_features:
+        dual = losses["dual_features"] = feature_regression_loss(
+            out.lip_features, out.audio_features, out.frame_mask, o.dual_detach_target)
+    if out.lip_log_probs is not None and out.ctc_targets is not None:
+        losses["dual_ctc"] = ctc_loss(out)
+        ctc = losses["dual_ctc"] if o.dual_target == "ctc" else o.ctc_weight * losses["dual_ctc"]
+        dual = ctc if dual is None else dual + ctc
+    terms = {}
+    for name in o.consistency_terms:
+        if name == "cosine":
+            terms[name] = cosine_consistency(out.audio_features, out.motion_embeddings, out.frame_mask)
+        elif name == "infonce":
+            terms[name] = infonce_consistency(out.audio_features, out.motion_embeddings,
+                                              out.frame_mask, o.infonce_temperature)
+        elif name == "cycle" and out.cycle_features is not None:
+            terms[name] = feature_regression_loss(out.cycle_features, out.audio_features,
+                                                  out.frame_mask, o.dual_detach_target)
+    losses.update({f"cons_{k}": v for k, v in terms.items()})
+    loss = losses["rec"]
+    if dual is not None:
+        losses["dual"] = dual
+        loss = loss + o.lambda_dual * dual
+    if terms:
+        losses["cons"] = sum(terms.values())
+        loss = loss + o.lambda_cons * losses["cons"]
+    losses["loss"] = loss
+    return losses
