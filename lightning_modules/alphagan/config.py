@@ -1,0 +1,124 @@
+"""Typed options of the alphaGAN search: each default is written here, once.
+
+The entry point's schema (``experiments/systems/alphagan_search.py``) uses these dataclasses as
+its ``model``, ``search`` and ``optim`` sections; the module takes them, or a partial mapping of
+their fields (a checkpoint's hyper-parameters). Reference values: alphagan.md §1.6, §2.3-§2.7.
+
+Quirks of the reference code (§2.7) are flags here, with the reference's behaviour as the
+default where it is harmless and the fix as the default where it is a bug:
+
+* ``search.g_lr_drift`` (bug, off): the reference's per-epoch CosineAnnealingLR(T_max=100,
+  eta_min=1e-3) on the G optimizer *raises* G's lr from 2e-4 to 1e-3.
+* ``search.detect_anomaly`` (bug, off): the reference turns autograd anomaly mode on in every
+  cell forward, which slows the search and changes nothing else.
+* ``search.maxmin_alpha_grad`` (faithful, off): G_w holds its own frozen copy of α, so the α
+  gradient flows only through the minmax term; on, G_w uses G's live α and both terms count.
+* ``search.reference_loop_bounds`` (faithful, on): the reference's loops stop with
+  ``if step > N: break`` after the step, so they run N + 2 batches (22 for N = 20).
+* the reference's inverted ``store_false`` flags are plain booleans here, defaulting to the
+  reference's effective values: ``model.d_spectral_norm``, ``search.update_alphas``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Optional, TypeVar
+
+T = TypeVar("T")
+
+#: alphaGAN(s) and alphaGAN(l) differ only in step counts (§2.5): inner, worst, arch.
+VARIANTS: dict[str, tuple[int, int, int]] = {"s": (20, 20, 20), "l": (390, 390, 20)}
+
+
+def as_config(cls: type[T], value: T | Mapping[str, Any] | None) -> T:
+    """``value`` as a ``cls`` instance: an instance as it is, a mapping over the defaults, an
+    instance of a subclass (a config section with more keys) cut down to ``cls``'s fields."""
+    if type(value) is cls:
+        return value
+    names = {f.name for f in dataclasses.fields(cls)}
+    if isinstance(value, cls):
+        value = {n: getattr(value, n) for n in names}
+    unknown = sorted(set(value or {}) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}")
+    return cls(**dict(value or {}))
+
+
+def plain(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain dicts and lists (what a weights-only checkpoint holds)."""
+    return dataclasses.asdict(config)
+
+
+@dataclass
+class ModelConfig:
+    """The generator supernet (G) and the fixed AutoGAN discriminator (D)."""
+
+    width: int = 256  # G channels everywhere (gf_dim), also during search
+    d_width: int = 128  # D channels (df_dim)
+    latent_dim: int = 128
+    bottom_width: int = 4  # 4 for 32x32 (CIFAR-10), 6 for 48x48 (STL-10)
+    d_spectral_norm: bool = True  # reference: --d_spectral_norm (store_false) -> True
+    channels_last: bool = True  # memory format of G and D (speed only)
+
+
+@dataclass
+class SearchConfig:
+    """One search epoch: weight phase, worst-case phase, architecture phase (§2.4).
+
+    ``inner_steps``/``worst_steps``/``arch_steps`` left null take ``variant``'s counts."""
+
+    variant: str = "s"  # s | l
+    inner_steps: Optional[int] = None
+    worst_steps: Optional[int] = None
+    arch_steps: Optional[int] = None
+    n_critic: int = 5  # one G step when the D-step counter % n_critic == 0
+    gen_batch_size: Optional[int] = None  # G steps' batch; null = data.batch_size
+    reference_loop_bounds: bool = True  # quirk: loops run N + 2 batches
+    update_alphas: bool = True  # reference: --update_alphas (store_false) -> True
+    maxmin_alpha_grad: bool = False  # quirk: α gradient only through minmax
+    g_lr_drift: bool = False  # bug: CosineAnnealingLR(T_max=100, eta_min=1e-3) raising G's lr
+    drift_t_max: int = 100
+    drift_eta_min: float = 1e-3
+    detect_anomaly: bool = False  # bug: the reference runs with anomaly mode on
+    worst_lr: float = 2e-4  # Adam lr of G_w and D_w ...
+    worst_lr_decay_epoch: int = 30  # ... times worst_lr_factor after this (1-based) epoch
+    worst_lr_factor: float = 0.5
+    num_samples: int = 64  # sample grid of a fixed z, per epoch
+    eval_every: int = 4  # epochs between feature distances (reference: IS/FID every 4)
+    eval_samples: int = 1000  # G samples per feature distance
+    plots: bool = True
+
+
+class StepCounts(NamedTuple):
+    """Batches per phase of one search epoch, as run (bounds applied)."""
+
+    weight_batches: int  # D steps of the weight phase
+    worst_batches: int  # D_w steps, and as many G_w steps
+    arch_steps: int
+
+
+def step_counts(search: SearchConfig) -> StepCounts:
+    """The step counts of ``search``: its variant's, with explicit keys taking precedence."""
+    if search.variant not in VARIANTS:
+        raise ValueError(f"search.variant must be one of {', '.join(VARIANTS)}, got {search.variant!r}")
+    inner, worst, arch = VARIANTS[search.variant]
+    inner = inner if search.inner_steps is None else search.inner_steps
+    worst = worst if search.worst_steps is None else search.worst_steps
+    arch = arch if search.arch_steps is None else search.arch_steps
+    extra = 2 if search.reference_loop_bounds else 0
+    return StepCounts(inner + extra, worst + extra if worst > 0 else 0, arch)
+
+
+@dataclass
+class SearchOptimConfig:
+    """Adam for G and D weights (§2.4) and for α (the DARTS values, §2.4)."""
+
+    g_lr: float = 2e-4
+    d_lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
+    arch_lr: float = 3e-4
+    arch_betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    arch_weight_decay: float = 1e-3
+    fused: bool = True  # one fused Adam kernel per optimizer (CPU and CUDA)

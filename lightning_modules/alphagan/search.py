@@ -1,0 +1,343 @@
+"""alphaGAN architecture search as a LightningModule (reference sheet alphagan.md §2).
+
+One Lightning epoch is one search epoch of the paper, in its order (§2.4):
+
+1. **weight phase**, one training batch per step (first half of the train split): a hinge D step
+   on every batch against G samples drawn without a graph; a G step (``-mean D(G(z))``, D and α
+   toggled off) whenever the D-step counter is ``0 mod n_critic`` (the reference's global
+   counter, checked before it is incremented). The epoch has ``inner_steps (+2)`` batches: the
+   module sets the Trainer's train-batch limit to that in ``setup``.
+2. **worst-case phase**, after the last weight step (:class:`~.worst_case.WorstCase`): D_w and
+   G_w copied from D and G and trained for ``worst_steps (+2)`` steps each.
+3. **architecture phase**: ``arch_steps`` Adam steps on α (lr 3e-4, betas (0.5, 0.999), wd
+   1e-3), each on the duality gap of a new batch of the second half (``arch_dataloader``).
+   The α gradient comes from ``torch.autograd.grad`` of the gap alone, so nothing of the weight
+   phase reaches it, and is averaged over ranks.
+
+Phases 2-3 run inside the last ``training_step`` of the epoch, so they run in the Trainer's
+precision context and before any checkpoint of the epoch is written. Every epoch, rank 0
+writes a sample grid of a fixed z (the continuous supernet and the current argmax path), the
+heatmap of softmax(α) per edge, the argmax genotype drawn, and the α history table, through the
+shared media logger. Counters (``d_step``, ``g_step``, ``arch_step``), the position in the arch
+loader and every rank's noise generator are checkpointed, so a resumed search takes the same
+next step. Latent noise comes from a per-rank generator (seed + rank): each rank draws its own z.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from tqdm.auto import tqdm
+
+from search_spaces.gan import EDGE_NAMES, GeneratorSupernet, Genotype
+
+from ..callbacks import media_logger
+from .config import ModelConfig, SearchConfig, SearchOptimConfig, as_config, plain, step_counts
+from .discriminator import Discriminator
+from .distributed import set_gradients
+from .feature_distance import FeatureDistance
+from .losses import d_hinge_loss, duality_gap, g_hinge_loss
+from .plots import alpha_heatmap, alpha_history_rows, genotype_figure, sample_grid
+from .worst_case import WorstCase
+
+
+class AlphaGANSearch(L.LightningModule):
+    """The alphaGAN search over a :class:`GeneratorSupernet` against the AutoGAN D.
+
+    Args:
+        model, search, optim: :class:`ModelConfig`, :class:`SearchConfig`,
+            :class:`SearchOptimConfig` (or mappings of some of their fields).
+        seed: seeds α, the weights, the fixed grid z and (+ rank) the noise generators.
+    """
+
+    def __init__(self, model: ModelConfig | Mapping[str, Any] | None = None,
+                 search: SearchConfig | Mapping[str, Any] | None = None,
+                 optim: SearchOptimConfig | Mapping[str, Any] | None = None, seed: int = 2) -> None:  # fmt: skip
+        super().__init__()
+        self.automatic_optimization = False
+        self.model_cfg = as_config(ModelConfig, model)
+        self.search_cfg = as_config(SearchConfig, search)
+        self.optim_cfg = as_config(SearchOptimConfig, optim)
+        self.steps = step_counts(self.search_cfg)
+        model, search, optim = plain(self.model_cfg), plain(self.search_cfg), plain(self.optim_cfg)
+        self.save_hyperparameters()
+        m = self.model_cfg
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self.generator = GeneratorSupernet(m.latent_dim, m.width, m.bottom_width)
+            self.discriminator = Discriminator(m.d_width, spectral_norm=m.d_spectral_norm)
+            fixed_z = torch.randn(self.search_cfg.num_samples, m.latent_dim)
+        if m.channels_last:
+            self.generator.to(memory_format=torch.channels_last)
+            self.discriminator.to(memory_format=torch.channels_last)
+        self.register_buffer("fixed_z", fixed_z)
+        for name in ("d_step", "g_step", "arch_step", "arch_pass", "arch_cursor"):
+            self.register_buffer(name, torch.zeros((), dtype=torch.long))
+        self.seed = int(seed)
+        self.noise = torch.Generator().manual_seed(self.seed)
+        self.worst = WorstCase(fused=self.optim_cfg.fused)
+        self.feature_distance = FeatureDistance()
+        self.alpha_history: list[list[float]] = []
+        self._arch_iter: Iterator | None = None
+        self._noise_states: list[torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------- helpers
+    def setup(self, stage: str) -> None:
+        if stage != "fit":
+            return
+        # The paper's epoch: inner_steps (+2) weight batches of the train half.
+        limit = self.trainer.limit_train_batches
+        n = self.steps.weight_batches
+        self.trainer.limit_train_batches = min(int(limit), n) if isinstance(limit, int) else n
+        rank = self.trainer.global_rank
+        if self._noise_states is not None and rank < len(self._noise_states):
+            self.noise.set_state(self._noise_states[rank])
+        else:
+            self.noise.manual_seed(self.seed * 1000 + 17 + rank)
+
+    def z(self, n: int) -> torch.Tensor:
+        """``n`` latent vectors from this rank's noise generator, on the module's device."""
+        z = torch.randn(n, self.model_cfg.latent_dim, generator=self.noise)
+        return z.to(self.device, non_blocking=True)
+
+    def _real(self, batch: Any) -> torch.Tensor:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        if self.model_cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def _next_arch_batch(self) -> torch.Tensor:
+        """The next batch of the arch loader (second half): passes are numbered and shuffled by
+        (data seed, pass); ``arch_pass``/``arch_cursor`` say where a resumed search goes on."""
+        while True:
+            if self._arch_iter is None:
+                loader = self.trainer.datamodule.arch_dataloader()
+                if hasattr(loader.sampler, "set_epoch"):
+                    loader.sampler.set_epoch(int(self.arch_pass))
+                self._arch_iter = iter(loader)
+                for _ in range(int(self.arch_cursor)):  # resume inside a pass
+                    next(self._arch_iter)
+            try:
+                batch = next(self._arch_iter)
+            except StopIteration:
+                if int(self.arch_cursor) == 0:
+                    raise RuntimeError("the arch loader (second half of the data) is empty") from None
+                self._arch_iter = None
+                self.arch_pass += 1
+                self.arch_cursor.zero_()
+                continue
+            self.arch_cursor += 1
+            batch = self.trainer.strategy.batch_to_device(batch, self.device)
+            return self._real(batch)
+
+    def _gen_batch(self, real: torch.Tensor) -> int:
+        return self.search_cfg.gen_batch_size or real.shape[0]
+
+    # -------------------------------------------------------------- weight phase
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        g_opt, d_opt, _ = self.optimizers()
+        real = self._real(batch)
+        with torch.no_grad():  # D steps need G's samples, not G's graph
+            fake = self.generator(self.z(real.shape[0]))
+        d_loss = d_hinge_loss(self.discriminator(real), self.discriminator(fake))
+        d_opt.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        d_opt.step()
+        n = real.shape[0]
+        self.log("train/d_loss", d_loss.detach(), prog_bar=True, batch_size=n)
+        if int(self.d_step) % self.search_cfg.n_critic == 0:
+            with self.toggled_optimizer(g_opt):  # D and α get no gradient from the G step
+                g_loss = g_hinge_loss(self.discriminator(self.generator(self.z(self._gen_batch(real)))))
+                g_opt.zero_grad(set_to_none=True)
+                self.manual_backward(g_loss)
+                g_opt.step()
+            self.g_step += 1
+            self.log("train/g_loss", g_loss.detach(), prog_bar=True, batch_size=n)
+        self.d_step += 1
+        self.log_dict({"search/d_step": self.d_step.float(), "search/g_step": self.g_step.float()},
+                      batch_size=n)  # fmt: skip
+        if batch_idx == int(self.trainer.num_training_batches) - 1:
+            self._worst_case_phase()
+            self._arch_phase()
+
+    # --------------------------------------------------------- worst-case phase
+    def worst_lr(self) -> float:
+        """Adam lr of the copies: ``worst_lr``, times ``worst_lr_factor`` after the decay epoch."""
+        s = self.search_cfg
+        epoch = self.current_epoch + 1  # the reference counts epochs from 1
+        return s.worst_lr * (s.worst_lr_factor if epoch > s.worst_lr_decay_epoch else 1.0)
+
+    def _progress(self, total: int, desc: str) -> Any:
+        show = self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None
+        return tqdm(total=total, desc=desc, leave=False, disable=not show)
+
+    def _worst_case_phase(self) -> None:
+        steps = self.steps.worst_batches
+        lr = self.worst_lr()
+        self.worst.refresh(self.generator, self.discriminator, lr, tuple(self.optim_cfg.betas))
+        d_losses, g_losses = [], []
+        with self._progress(2 * steps, f"epoch {self.current_epoch}: worst-case G_w, D_w") as bar:
+            for _ in range(steps):
+                real = self._next_arch_batch()
+                with torch.no_grad():
+                    fake = self.generator(self.z(real.shape[0]))
+                d_losses.append(self.worst.d_step(real, fake))
+                bar.update()
+            for _ in range(steps):
+                g_losses.append(self.worst.g_step(self.z(self._gen_batch(real) if steps else 1), self.discriminator))
+                bar.update()
+        kw = dict(on_step=False, on_epoch=True, batch_size=1)
+        if steps:
+            self.log("worst/d_loss", torch.stack(d_losses).mean(), **kw)
+            self.log("worst/g_loss", torch.stack(g_losses).mean(), **kw)
+        self.log("worst/lr", lr, **kw)
+
+    # ------------------------------------------------------- architecture phase
+    def _arch_phase(self) -> None:
+        *_, a_opt = self.optimizers()
+        s, g_w = self.search_cfg, self.worst.generator
+        alphas = self.generator.alphas()
+        live = dict(self.generator.alpha) if s.maxmin_alpha_grad else None
+        gaps = []
+        with self._progress(self.steps.arch_steps, f"epoch {self.current_epoch}: α steps") as bar:
+            for _ in range(self.steps.arch_steps):
+                real = self._next_arch_batch()
+                n = real.shape[0]
+                with torch.set_grad_enabled(s.update_alphas):
+                    gap = duality_gap(self.generator, self.discriminator,
+                                      lambda z: g_w(z, alphas=live), self.worst.discriminator,
+                                      real, self.z(n), self.z(n), maxmin_grad=s.maxmin_alpha_grad)  # fmt: skip
+                if s.update_alphas:
+                    grads = torch.autograd.grad(gap.gap, alphas)
+                    a_opt.zero_grad(set_to_none=True)
+                    set_gradients(alphas, grads)
+                    a_opt.step()
+                    self.arch_step += 1
+                gaps.append(torch.stack([t.detach() for t in gap]))
+                bar.update()
+        self.worst.release()
+        if gaps:
+            gap, minmax, maxmin = torch.stack(gaps).mean(0)
+            kw = dict(on_step=False, on_epoch=True, batch_size=1, sync_dist=True)
+            self.log("search/duality_gap", gap, prog_bar=True, **kw)
+            self.log("search/minmax", minmax, **kw)
+            self.log("search/maxmin", maxmin, **kw)
+        self.log("search/arch_step", self.arch_step.float(), on_step=False, on_epoch=True, batch_size=1)
+
+    # -------------------------------------------------------------------- epochs
+    def on_train_start(self) -> None:
+        if self.search_cfg.detect_anomaly:  # the reference's quirk, on request only
+            torch.autograd.set_detect_anomaly(True)
+
+    def on_train_end(self) -> None:
+        if self.search_cfg.detect_anomaly:
+            torch.autograd.set_detect_anomaly(False)
+
+    def on_train_epoch_start(self) -> None:
+        sched = self.lr_schedulers()
+        if sched is not None:  # the G-lr drift: epoch e (from 1) runs at the cosine's step e
+            while sched.last_epoch < self.current_epoch + 1:
+                sched.step()
+
+    def on_train_epoch_end(self) -> None:
+        weights = self.generator.edge_weights()
+        self.alpha_history.append([float(v) for e in EDGE_NAMES for v in weights[e]])
+        s = self.search_cfg
+        if s.eval_every and (self.current_epoch + 1) % s.eval_every == 0:
+            self.log("search/feature_distance", self.sample_distance(s.eval_samples), sync_dist=False)
+        grids = self.sample_grids() if s.plots else None
+        if s.plots:
+            self._write_figures(grids)
+
+    @torch.no_grad()
+    def sample_grids(self) -> dict[str, torch.Tensor]:
+        """Images of the fixed z, as in training (BatchNorm batch statistics; buffers kept), from
+        the continuous supernet and from the current argmax path."""
+        buffers = {k: v.clone() for k, v in self.generator.named_buffers()}
+        was_training = self.generator.training
+        self.generator.train()
+        try:
+            genotype = self.generator.genotype()
+            out = {"continuous": self.generator(self.fixed_z),
+                   "argmax": self.generator(self.fixed_z, genotype=genotype)}  # fmt: skip
+        finally:
+            for k, v in self.generator.named_buffers():
+                v.copy_(buffers[k])
+            self.generator.train(was_training)
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        to01 = dm.denormalize if dm is not None and hasattr(dm, "denormalize") else lambda x: (x + 1) / 2
+        return {k: sample_grid(to01(v.float())) for k, v in out.items()}
+
+    @torch.no_grad()
+    def sample_distance(self, num_samples: int) -> torch.Tensor:
+        """The stand-in feature distance (:class:`FeatureDistance`) between ``num_samples`` G
+        samples (eval mode, this rank's share) and the held-out real images."""
+        dm = self.trainer.datamodule
+        metric = self.feature_distance
+        if not metric.has_real:
+            for batch in dm.test_dataloader():
+                metric.update(dm.denormalize(batch[0].to(self.device)), real=True)
+        was_training = self.generator.training
+        self.generator.eval()
+        world = max(self.trainer.world_size, 1)
+        todo = -(-num_samples // world)
+        while todo > 0:
+            n = min(todo, 256)
+            metric.update(dm.denormalize(self.generator(self.z(n)).float()), real=False)
+            todo -= n
+        self.generator.train(was_training)
+        value = metric.compute()
+        metric.reset()
+        return value
+
+    @rank_zero_only
+    def _write_figures(self, grids: dict[str, torch.Tensor] | None) -> None:
+        epoch, media = self.current_epoch, media_logger(self.trainer)
+        for kind, grid in (grids or {}).items():
+            media.log_image(f"samples/{kind}", grid, file=f"samples/epoch_{epoch:03d}_{kind}.png")
+        weights = {e: w.tolist() for e, w in self.generator.edge_weights().items()}
+        media.log_image("search/alpha", alpha_heatmap(weights, f"softmax(α) per edge, epoch {epoch}"),
+                        file=f"search/epoch_{epoch:03d}_alpha.png")  # fmt: skip
+        media.log_image("search/genotype", genotype_figure(self.genotype(), f"argmax genotype, epoch {epoch}"),
+                        file=f"search/epoch_{epoch:03d}_genotype.png")  # fmt: skip
+        columns, rows = alpha_history_rows(self.alpha_history)
+        media.log_table("search/alpha_history", columns, rows, file="search/alpha_history.csv")
+
+    def genotype(self) -> Genotype:
+        """The current argmax genotype (one op per edge)."""
+        return self.generator.genotype()
+
+    # ---------------------------------------------------------------- optimizers
+    def configure_optimizers(self) -> Any:
+        o, s = self.optim_cfg, self.search_cfg
+        betas, fused = tuple(o.betas), o.fused
+        g_opt = torch.optim.Adam(list(self.generator.weights()), lr=o.g_lr, betas=betas, fused=fused)
+        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=o.d_lr, betas=betas, fused=fused)
+        a_opt = torch.optim.Adam(self.generator.alphas(), lr=o.arch_lr, betas=tuple(o.arch_betas),
+                                 weight_decay=o.arch_weight_decay, fused=fused)  # fmt: skip
+        if not s.g_lr_drift:
+            return [g_opt, d_opt, a_opt]
+        drift = torch.optim.lr_scheduler.CosineAnnealingLR(g_opt, T_max=s.drift_t_max, eta_min=s.drift_eta_min)
+        return [g_opt, d_opt, a_opt], [{"scheduler": drift, "interval": "epoch"}]
+
+    # ---------------------------------------------------------------- checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = [self.noise.get_state()]
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
+            states = [None] * trainer.world_size
+            torch.distributed.all_gather_object(states, self.noise.get_state())
+        checkpoint["alphagan_search"] = {"noise": states, "alpha_history": self.alpha_history,
+                                         "genotype": self.genotype().to_dict()}  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("alphagan_search") or {}
+        self._noise_states = list(state.get("noise") or []) or None
+        if self._noise_states:
+            self.noise.set_state(self._noise_states[0])
+        self.alpha_history = [list(r) for r in state.get("alpha_history", [])]
+        self._arch_iter = None
