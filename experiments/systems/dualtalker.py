@@ -74,11 +74,17 @@ def validate(cfg: DictConfig) -> None:
     except ValueError as e:
         raise ConfigError(str(e) if str(e).startswith("model.") else f"model: {e}") from e
     if cfg.data.dataset not in PAPER_UNITS:
-        raise ConfigError(f"data.dataset: expected one of {', '.join(PAPER_UNITS)}, got {cfg.data.dataset!r}")
+        raise ConfigError(
+            f"data.dataset: expected one of {', '.join(PAPER_UNITS)}, got {cfg.data.dataset!r}"
+        )
     if cfg.data.speech not in SPEECH_ENGINES:
-        raise ConfigError(f"data.speech: expected one of {', '.join(SPEECH_ENGINES)}, got {cfg.data.speech!r}")
+        raise ConfigError(
+            f"data.speech: expected one of {', '.join(SPEECH_ENGINES)}, got {cfg.data.speech!r}"
+        )
     if cfg.data.generate and cfg.data.dataset != "vocaset":
-        raise ConfigError("data.generate writes a VOCASET-format data set: set data.dataset=vocaset")
+        raise ConfigError(
+            "data.generate writes a VOCASET-format data set: set data.dataset=vocaset"
+        )
     if cfg.data.train_subjects is not None:
         try:
             check_unseen_condition(options.unseen_condition, list(cfg.data.train_subjects))
@@ -181,7 +187,11 @@ def after_eval(ctx: RunContext) -> None:
         "unseen_condition": str(ctx.cfg.model.unseen_condition),
         "units": {"lve": f"x {units['lve']:g} (mm in the papers)", "fdd": f"x {units['fdd']:g}"},
         "test": {k.split("/", 1)[1]: test[k] for k in ("test/lve", "test/fdd") if k in test},
-        "val": {k.split("/", 1)[1]: val[k] for k in ("val/loss", "val/rec", "val/lve", "val/fdd") if k in val},
+        "val": {
+            k.split("/", 1)[1]: val[k]
+            for k in ("val/loss", "val/rec", "val/lve", "val/fdd")
+            if k in val
+        },
         "predictions": str(predictions) if predictions.is_dir() else None,
         "prediction_files": len(list(predictions.glob("*.npy"))) if predictions.is_dir() else 0,
     }

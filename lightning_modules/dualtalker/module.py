@@ -28,9 +28,9 @@ from lightning_modules.callbacks import media_logger
 
 from .config import EvalConfig, OptimConfig, as_config, plain
 from .lip_reader import CharVocab
+from .losses import compute_losses
 from .metrics import PAPER_UNITS, LipVertexError, UpperFaceDynamicsDeviation, condition_indices
 from .network import DualTalker, DualTalkerOptions
-from .losses import compute_losses
 from .plots import PerVertexError, vertex_error_figure
 
 STAGES = ("val", "test")
@@ -75,8 +75,14 @@ class DualTalkerModule(L.LightningModule):
         vocab = CharVocab() if self.options.uses_ctc else None
         self.net = DualTalker(self.options, num_vertices, len(train_subjects), fps, vocab=vocab)
         self.units = PAPER_UNITS[dataset]
-        self.lips = None if lip_vertices is None else torch.as_tensor(lip_vertices, dtype=torch.long)
-        self.upper = None if upper_face_vertices is None else torch.as_tensor(upper_face_vertices, dtype=torch.long)
+        self.lips = (
+            None if lip_vertices is None else torch.as_tensor(lip_vertices, dtype=torch.long)
+        )
+        self.upper = (
+            None
+            if upper_face_vertices is None
+            else torch.as_tensor(upper_face_vertices, dtype=torch.long)
+        )
         self.scores = nn.ModuleDict({stage: self._stage_metrics(num_vertices) for stage in STAGES})
 
     def _stage_metrics(self, num_vertices: int) -> nn.ModuleDict:
@@ -102,13 +108,19 @@ class DualTalkerModule(L.LightningModule):
         """Every loss term by name; ``loss`` = L_rec + lambda_dual L_dual + lambda_cons L_cons."""
         o, parts = self.options, compute_losses(out, self.options)
         zero = parts["rec"].new_zeros(())
-        parts["loss"] = parts["rec"] + o.lambda_dual * parts.get("dual", zero) + o.lambda_cons * parts.get("cons", zero)
+        parts["loss"] = (
+            parts["rec"]
+            + o.lambda_dual * parts.get("dual", zero)
+            + o.lambda_cons * parts.get("cons", zero)
+        )
         return parts
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         parts = self.losses(self(batch))
         size = len(batch["name"])
-        self.log("train/loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log(
+            "train/loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size
+        )
         self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "loss"}, on_step=True,
                       on_epoch=True, batch_size=size)  # fmt: skip
         return parts["loss"]
@@ -225,7 +237,9 @@ class DualTalkerModule(L.LightningModule):
         errors = metrics["vertex_error"]
         if not errors.update_count:
             return
-        values = {f"{stage}/{name}": metrics[name].compute() for name in ("lve", "fdd") if name in metrics}
+        values = {
+            f"{stage}/{name}": metrics[name].compute() for name in ("lve", "fdd") if name in metrics
+        }
         self.log_dict(values, prog_bar=stage == "val")
         per_vertex = errors.compute()
         if self.eval_cfg.plots:

@@ -36,7 +36,9 @@ class PerVertexError(Metric):
     def __init__(self, num_vertices: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_vertices = int(num_vertices)
-        self.add_state("sum_sq", torch.zeros(self.num_vertices, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "sum_sq", torch.zeros(self.num_vertices, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("frames", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> None:
