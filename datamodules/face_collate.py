@@ -1,0 +1,51 @@
+"""Padding collate for face sequences: several sequences of different lengths in one batch.
+
+The reference implementations train one sequence at a time; here a batch holds ``B``
+sequences, right-padded with zeros, with masks that say which positions are real::
+
+    {"audio": float32 (B, S_max), "audio_mask": bool (B, S_max),       # 16 kHz samples
+     "vertices": float32 (B, T_max, V*3), "frame_mask": bool (B, T_max),
+     "template": float32 (B, V*3), "style": long (B,),                 # -1: not a training subject
+     "subject": list[str], "text": list[str], "name": list[str]}
+
+``audio_mask.sum(1)`` and ``frame_mask.sum(1)`` are each sequence's sample and frame counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _pad(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(a) for a in arrays])
+    width = int(lengths.max()) if len(arrays) else 0
+    out = torch.zeros((len(arrays), width, *arrays[0].shape[1:]), dtype=torch.float32)
+    for row, array in enumerate(arrays):
+        out[row, : len(array)] = torch.from_numpy(np.asarray(array, dtype=np.float32))
+    mask = torch.arange(width)[None, :] < lengths[:, None]
+    return out, mask
+
+
+def collate_faces(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch dataset items (``audio``, ``vertices``, ``template`` arrays; ``style`` int;
+    ``subject``, ``text``, ``name`` strings) into the padded dict above."""
+    if not items:
+        raise ValueError("collate_faces needs at least one item")
+    audio, audio_mask = _pad([item["audio"] for item in items])
+    vertices, frame_mask = _pad([item["vertices"] for item in items])
+    template = torch.from_numpy(np.stack([item["template"] for item in items]).astype(np.float32))
+    return {
+        "audio": audio,
+        "audio_mask": audio_mask,
+        "vertices": vertices,
+        "frame_mask": frame_mask,
+        "template": template,
+        "style": torch.tensor([item["style"] for item in items], dtype=torch.long),
+        "subject": [item["subject"] for item in items],
+        "text": [item["text"] for item in items],
+        "name": [item["name"] for item in items],
+    }
