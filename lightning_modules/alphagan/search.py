@@ -25,6 +25,7 @@ next step. Latent noise comes from a per-rank generator (seed + rank): each rank
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -40,7 +41,7 @@ from .config import ModelConfig, SearchConfig, SearchOptimConfig, as_config, pla
 from .discriminator import Discriminator
 from .distributed import set_gradients
 from .feature_distance import FeatureDistance
-from .losses import d_hinge_loss, duality_gap, g_hinge_loss
+from .losses import DualityGap, d_hinge_loss, duality_gap, g_hinge_loss
 from .plots import alpha_heatmap, alpha_history_rows, genotype_figure, sample_grid
 from .worst_case import WorstCase
 
@@ -197,21 +198,24 @@ class AlphaGANSearch(L.LightningModule):
         self.log("worst/lr", lr, **kw)
 
     # ------------------------------------------------------- architecture phase
+    def gap_terms(self, real: torch.Tensor, z_minmax: torch.Tensor, z_maxmin: torch.Tensor) -> DualityGap:
+        """The duality gap on ``real`` (§2.2): G with its live α against D_w, and G_w (its own
+        frozen α, or with ``search.maxmin_alpha_grad`` G's live α) against D."""
+        live = dict(self.generator.alpha) if self.search_cfg.maxmin_alpha_grad else None
+        g_w, d_w = self.worst.generator, self.worst.discriminator
+        return duality_gap(self.generator, self.discriminator, lambda z: g_w(z, alphas=live), d_w,
+                           real, z_minmax, z_maxmin, maxmin_grad=live is not None)  # fmt: skip
+
     def _arch_phase(self) -> None:
         *_, a_opt = self.optimizers()
-        s, g_w = self.search_cfg, self.worst.generator
-        alphas = self.generator.alphas()
-        live = dict(self.generator.alpha) if s.maxmin_alpha_grad else None
-        gaps = []
+        s, alphas, gaps = self.search_cfg, self.generator.alphas(), []
         with self._progress(self.steps.arch_steps, f"epoch {self.current_epoch}: α steps") as bar:
             for _ in range(self.steps.arch_steps):
                 real = self._next_arch_batch()
                 n = real.shape[0]
                 with torch.set_grad_enabled(s.update_alphas):
-                    gap = duality_gap(self.generator, self.discriminator,
-                                      lambda z: g_w(z, alphas=live), self.worst.discriminator,
-                                      real, self.z(n), self.z(n), maxmin_grad=s.maxmin_alpha_grad)  # fmt: skip
-                if s.update_alphas:
+                    gap = self.gap_terms(real, self.z(n), self.z(n))
+                if s.update_alphas:  # the gap's gradient alone: nothing else reaches α
                     grads = torch.autograd.grad(gap.gap, alphas)
                     a_opt.zero_grad(set_to_none=True)
                     set_gradients(alphas, grads)
@@ -240,8 +244,10 @@ class AlphaGANSearch(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         sched = self.lr_schedulers()
         if sched is not None:  # the G-lr drift: epoch e (from 1) runs at the cosine's step e
-            while sched.last_epoch < self.current_epoch + 1:
-                sched.step()
+            with warnings.catch_warnings():  # stepped before this epoch's optimizer steps, on purpose
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+                while sched.last_epoch < self.current_epoch + 1:
+                    sched.step()
 
     def on_train_epoch_end(self) -> None:
         weights = self.generator.edge_weights()
