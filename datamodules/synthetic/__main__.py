@@ -2,6 +2,10 @@
 
 ``python -m datamodules.synthetic images --format cifar10 --out data/synthetic-cifar10``: write
 a synthetic CIFAR-10 (or ``--format stl10``: STL-10) set in the official file format.
+
+``python -m datamodules.synthetic face --format vocaset --out data/synthetic-vocaset``: write
+talking heads as the converted VOCASET layout (``--format voca-release``: the four release
+files, for ``make prepare-voca``; ``--format biwi``: the BIWI layout).
 """
 
 from __future__ import annotations
@@ -29,6 +33,18 @@ def _images(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     print(f"wrote {files} to {written.folder} in {time.perf_counter() - start:.2f}s")
 
 
+def _face(args: argparse.Namespace) -> None:
+    from datamodules.synthetic import face
+
+    start = time.perf_counter()
+    out = args.out or f"data/synthetic-{args.format}"
+    write = {"vocaset": face.ensure_synthetic_voca, "voca-release": face.write_synthetic_voca_release,
+             "biwi": face.write_synthetic_biwi}[args.format]  # fmt: skip
+    folder = write(out, seed=args.seed, engine=args.engine)
+    names = ", ".join(sorted(p.name for p in folder.iterdir()))
+    print(f"wrote {names} to {folder} in {time.perf_counter() - start:.2f}s")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and write the corpus."""
     parser = argparse.ArgumentParser(
@@ -54,9 +70,21 @@ def main(argv: list[str] | None = None) -> None:
     images.add_argument("--n-test", type=int, default=500, help="test images")
     images.add_argument("--n-unlabeled", type=int, default=0, help="STL-10 unlabeled images")
     images.add_argument("--seed", type=int, default=0)
+    face = commands.add_parser(
+        "face", help="talking heads: VOCASET (converted or release files) or BIWI layout",
+        description="Write speech (espeak-ng, else formants) and a procedural head whose jaw "
+        "and lips move with it, in the VOCASET or BIWI file layout.",
+    )  # fmt: skip
+    face.add_argument("--format", choices=("vocaset", "voca-release", "biwi"), default="vocaset")
+    face.add_argument("--out", help="output folder (default: data/synthetic-FORMAT)")
+    face.add_argument("--engine", choices=("auto", "espeak", "formant"), default="auto")
+    face.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "images":
         _images(parser, args)
+        return
+    if args.command == "face":
+        _face(args)
         return
     start = time.perf_counter()
     out = write_synthetic_sst(args.out, args.n_train, args.n_dev, args.n_test, args.seed)
