@@ -199,7 +199,9 @@ def check_stl_pair(image_path: Path, label_path: Path | None) -> int:
     labels = np.fromfile(label_path, dtype=np.uint8)
     if len(labels) != count:
         first = min(len(labels), count)
-        what = f"image {first} has no label" if len(labels) < count else f"label {first} has no image"
+        what = (
+            f"image {first} has no label" if len(labels) < count else f"label {first} has no image"
+        )
         raise DataError(f"{label_path}: {len(labels)} labels for the {count} images of "
                         f"{image_path.name} ({what}, 0-based)")  # fmt: skip
     bad = np.flatnonzero((labels < 1) | (labels > 10))
@@ -265,5 +267,7 @@ def read_split(dataset: str, root: str | Path, split: str, download: bool = Fals
             labels = torch.from_numpy(ds.labels.astype(np.int64))
             classes = list(getattr(ds, "classes", STL10_CLASSES))
     except (OSError, RuntimeError) as exc:  # download failures, torchvision's corrupt-file check
-        raise DataError(f"{fmt.name} in {folder}: {exc}; put {fmt.contents} there yourself") from None
+        raise DataError(
+            f"{fmt.name} in {folder}: {exc}; put {fmt.contents} there yourself"
+        ) from None
     return ImageArrays(images, labels, classes, folder, bool(ds.official))

@@ -59,7 +59,7 @@ class ImageDataOptions:
     section subclasses it)."""
 
     dataset: str = "cifar10"  # "cifar10" | "stl10"
-    root: str = "data/cifar10"  # the folder holding cifar-10-batches-py/ (or stl10_binary/), or that folder
+    root: str = "data/cifar10"  # holds cifar-10-batches-py/ (stl10_binary/), or is that folder
     download: bool = False  # fetch the official files with torchvision when they are missing
     batch_size: int = 64
     num_workers: int = 2
@@ -273,21 +273,24 @@ class ImageDataModule(L.LightningDataModule):
             start += len(dataset)
         arrays = next(iter(self._arrays.values()))
         world_size = self._rank_and_world_size()[1]
-        low, high = (self.normalize_images(torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)
-                                           .expand(2, 3, 1, 1)).flatten(1))  # fmt: skip
+        low, high = -self.mean / self.std, (1 - self.mean) / self.std
+        if arrays.official:
+            files = "official (md5 verified)"
+        else:
+            files = "not the official files: md5 check off, contents checked"
         info = {
             "dataset": self.dataset,
             "folder": str(arrays.folder),
-            "files": "official (md5 verified)" if arrays.official
-            else "not the official files: md5 check off, contents checked",
+            "files": files,
             "split": self.split,
             "train_split_indices": indices,  # [start, end) in the train split's file order
             "image_shape": list(self.image_shape),
             "normalize": self.normalize,
             "value_range": [round(float(low.min()), 4), round(float(high.max()), 4)],
             "batch_size": self.batch_size,
-            "batches_per_epoch": {name: len(self._datasets[name]) // world_size // self.batch_size
-                                  for name in splits},  # fmt: skip
+            "batches_per_epoch": {
+                name: len(self._datasets[name]) // world_size // self.batch_size for name in splits
+            },
         }
         return {"splits": splits, "info": info}
 
@@ -332,7 +335,9 @@ def _options(options: Any, overrides: Mapping[str, Any]) -> ImageDataOptions:
 
 def _check(opts: ImageDataOptions, split: str) -> None:
     if opts.dataset not in NATIVE_SIZE:
-        raise DataError(f"data.dataset must be one of {', '.join(NATIVE_SIZE)}, got {opts.dataset!r}")
+        raise DataError(
+            f"data.dataset must be one of {', '.join(NATIVE_SIZE)}, got {opts.dataset!r}"
+        )
     if opts.normalize not in NORMALIZATIONS:
         raise DataError(f"data.normalize must be one of {', '.join(NORMALIZATIONS)}, "
                         f"got {opts.normalize!r}")  # fmt: skip

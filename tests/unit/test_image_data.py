@@ -30,7 +30,9 @@ def cifar(tmp_path_factory: pytest.TempPathFactory) -> SyntheticImages:
 
 @pytest.fixture(scope="module")
 def stl(tmp_path_factory: pytest.TempPathFactory) -> SyntheticImages:
-    return write_synthetic_stl10(tmp_path_factory.mktemp("stl"), n_train=40, n_test=10, n_unlabeled=6)
+    return write_synthetic_stl10(
+        tmp_path_factory.mktemp("stl"), n_train=40, n_test=10, n_unlabeled=6
+    )
 
 
 def copy_set(written: SyntheticImages, tmp_path: Path) -> Path:
@@ -87,7 +89,9 @@ def test_stl_column_major_layout(stl: SyntheticImages, tmp_path: Path) -> None:
     assert arrays.images.shape == (40, 3, 96, 96)
     assert arrays.images[image, :, 5, 70].tolist() == [7, 8, 9]
     unchanged = np.delete(np.arange(40), image)
-    assert np.array_equal(arrays.images.permute(0, 2, 3, 1).numpy()[unchanged], stl.train_images[unchanged])
+    assert np.array_equal(
+        arrays.images.permute(0, 2, 3, 1).numpy()[unchanged], stl.train_images[unchanged]
+    )
     assert arrays.labels.tolist() == stl.train_labels.tolist()  # 1..10 on disk, 0..9 here
     assert arrays.classes[2] == "car"
 
@@ -138,7 +142,9 @@ def test_official_files_go_through_torchvisions_md5_check(
     folder = cifar.folder
     monkeypatch.setattr(CIFAR10Files, "train_list", [[f"data_batch_{i}", _md5(folder / f"data_batch_{i}")]
                                                      for i in range(1, 6)])  # fmt: skip
-    monkeypatch.setattr(CIFAR10Files, "meta", {**CIFAR10Files.meta, "md5": _md5(folder / "batches.meta")})
+    monkeypatch.setattr(
+        CIFAR10Files, "meta", {**CIFAR10Files.meta, "md5": _md5(folder / "batches.meta")}
+    )
     loaded_meta = []
     original = CIFAR10Files.__mro__[1]._load_meta
     monkeypatch.setattr(CIFAR10Files.__mro__[1], "_load_meta",
@@ -193,7 +199,9 @@ def test_truncated_cifar_batch_names_the_file(cifar: SyntheticImages, tmp_path: 
     assert str(path) in str(err.value) and "truncated or corrupt" in str(err.value)
 
 
-def test_cifar_batch_with_a_bad_label_names_file_and_position(cifar: SyntheticImages, tmp_path: Path) -> None:
+def test_cifar_batch_with_a_bad_label_names_file_and_position(
+    cifar: SyntheticImages, tmp_path: Path
+) -> None:
     folder = copy_set(cifar, tmp_path)
     path = folder / "data_batch_2"
     entry = pickle.loads(path.read_bytes(), encoding="latin1")
@@ -210,8 +218,14 @@ def test_cifar_batch_with_a_bad_label_names_file_and_position(cifar: SyntheticIm
 @pytest.mark.parametrize(
     ("damage", "pattern"),
     [
-        ("short", r"train_y\.bin: 39 labels for the 40 images of train_X\.bin \(image 39 has no label"),
-        ("long", r"train_y\.bin: 41 labels for the 40 images of train_X\.bin \(label 40 has no image"),
+        (
+            "short",
+            r"train_y\.bin: 39 labels for the 40 images of train_X\.bin \(image 39 has no label",
+        ),
+        (
+            "long",
+            r"train_y\.bin: 41 labels for the 40 images of train_X\.bin \(label 40 has no image",
+        ),
         ("zero", r"train_y\.bin: label 0 at position 7 \(0-based; STL-10 labels are 1\.\.10\)"),
         ("eleven", r"train_y\.bin: label 11 at position 7"),
         ("cut_images", r"train_X\.bin: 1105919 bytes is not a whole number of 96x96"),
@@ -249,12 +263,18 @@ def test_search_split_by_index(cifar: SyntheticImages) -> None:
     assert train == set(range(100))
     seen: list[int] = []
     for images, labels in dm.train_dataloader():
-        assert images.dtype == torch.float32 and labels.dtype == torch.long and images.shape == (10, 3, 32, 32)
+        assert (
+            images.dtype == torch.float32
+            and labels.dtype == torch.long
+            and images.shape == (10, 3, 32, 32)
+        )
         rows = [index[im.tobytes()] for im in as_uint8(dm, images)]
         assert labels.tolist() == cifar.train_labels[rows].tolist()
         seen += rows
     assert sorted(seen) == list(range(100)) and seen != list(range(100))  # all of it, shuffled
-    arch = [index[im.tobytes()] for images, _ in dm.arch_dataloader() for im in as_uint8(dm, images)]
+    arch = [
+        index[im.tobytes()] for images, _ in dm.arch_dataloader() for im in as_uint8(dm, images)
+    ]
     assert sorted(arch) == list(range(100, 200))  # the second half: disjoint, union = all
 
 
@@ -346,7 +366,9 @@ def test_data_summary_counts_from_the_files(cifar: SyntheticImages) -> None:
     summary = module(cifar.folder.parent).data_summary()
     for split, part in (("train", labels[:100]), ("val", labels[100:])):
         assert summary["splits"][split]["size"] == len(part)
-        assert summary["splits"][split]["labels"] == {name: part.count(c) for c, name in enumerate(names)}
+        assert summary["splits"][split]["labels"] == {
+            name: part.count(c) for c, name in enumerate(names)
+        }
     assert summary["info"]["train_split_indices"] == {"train": [0, 100], "val": [100, 200]}
     assert summary["info"]["batches_per_epoch"] == {"train": 12, "val": 12}
 
@@ -361,5 +383,7 @@ def test_write_preview_pngs(stl: SyntheticImages, tmp_path: Path) -> None:
         assert grid.size == (8 * 50 + 2, len(set(half.tolist())) * 50 + 2)
         first = np.asarray(grid.convert("RGB"))[2:50, 2:50]
     first_of_lowest_class = int(np.flatnonzero(half == half.min())[0])
-    expected = np.asarray(Image.fromarray(stl.train_images[first_of_lowest_class]).resize((48, 48), Image.BILINEAR))
+    expected = np.asarray(
+        Image.fromarray(stl.train_images[first_of_lowest_class]).resize((48, 48), Image.BILINEAR)
+    )
     assert np.abs(first.astype(int) - expected).max() <= 1  # denormalised back to the pixels

@@ -30,7 +30,9 @@ def digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def test_cifar_files_read_by_stock_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cifar_files_read_by_stock_torchvision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     written = write_synthetic_cifar10(tmp_path, n_train=53, n_test=7, seed=1)
     assert written.folder == tmp_path / "cifar-10-batches-py"
     assert sorted(p.name for p in written.folder.iterdir()) == CIFAR_FILES
@@ -42,7 +44,8 @@ def test_cifar_files_read_by_stock_torchvision(tmp_path: Path, monkeypatch: pyte
     assert np.array_equal(test.data, written.test_images) and len(test) == 7
     entry = pickle.loads((written.folder / "data_batch_5").read_bytes(), encoding="latin1")
     assert set(entry) == {"batch_label", "labels", "data", "filenames"}
-    assert entry["data"].dtype == np.uint8 and entry["data"].shape == (10, 3072)  # 53 = 11+11+11+10+10
+    assert entry["data"].dtype == np.uint8
+    assert entry["data"].shape == (10, 3072)  # 53 images = 11 + 11 + 11 + 10 + 10
     assert all(type(v) is int for v in entry["labels"])
     # Row layout: the red plane (1024 bytes, row-major), then green, then blue.
     image = written.train_images[-1]
@@ -50,7 +53,9 @@ def test_cifar_files_read_by_stock_torchvision(tmp_path: Path, monkeypatch: pyte
     assert np.array_equal(entry["data"][-1][2048:].reshape(32, 32), image[..., 2])
 
 
-def test_stl_files_read_by_stock_torchvision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stl_files_read_by_stock_torchvision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     written = write_synthetic_stl10(tmp_path, n_train=20, n_test=10, n_unlabeled=3, seed=1)
     assert sorted(p.name for p in written.folder.iterdir()) == STL_FILES
     monkeypatch.setattr(datasets.STL10, "_check_integrity", lambda self: True)  # md5 off
@@ -58,7 +63,10 @@ def test_stl_files_read_by_stock_torchvision(tmp_path: Path, monkeypatch: pytest
     assert train.data.shape == (23, 3, 96, 96)
     assert np.array_equal(train.data[:20].transpose(0, 2, 3, 1), written.train_images)
     assert np.array_equal(train.data[20:].transpose(0, 2, 3, 1), written.unlabeled_images)
-    assert train.labels[:20].tolist() == written.train_labels.tolist() and train.labels[20:].tolist() == [-1] * 3
+    assert (
+        train.labels[:20].tolist() == written.train_labels.tolist()
+        and train.labels[20:].tolist() == [-1] * 3
+    )
     assert train.classes == list(STL10_CLASSES)
     raw = np.fromfile(written.folder / "test_y.bin", dtype=np.uint8)
     assert raw.min() >= 1 and raw.max() <= 10 and np.array_equal(raw - 1, written.test_labels)
@@ -91,7 +99,9 @@ def test_classes_balanced_and_learnable(tmp_path: Path) -> None:
         return torch.nn.functional.avg_pool2d(x, 4).flatten(1)  # 8x8 colour thumbnails
 
     train, test = features(written.train_images), features(written.test_images)
-    centroids = torch.stack([train[torch.from_numpy(written.train_labels == c)].mean(0) for c in range(10)])
+    centroids = torch.stack(
+        [train[torch.from_numpy(written.train_labels == c)].mean(0) for c in range(10)]
+    )
     predicted = torch.cdist(test, centroids).argmin(1).numpy()
     assert (predicted == written.test_labels).mean() > 0.8  # chance: 0.1 (measured 0.90)
     # Within a class the images vary (position, size, background), so there is more to learn.
@@ -107,7 +117,9 @@ def test_shapes_alone_tell_classes_apart(tmp_path: Path) -> None:
         return torch.nn.functional.avg_pool2d(shape, 4).flatten(1)
 
     train, test = masks(written.train_images), masks(written.test_images)
-    centroids = torch.stack([train[torch.from_numpy(written.train_labels == c)].mean(0) for c in range(10)])
+    centroids = torch.stack(
+        [train[torch.from_numpy(written.train_labels == c)].mean(0) for c in range(10)]
+    )
     predicted = torch.cdist(test, centroids).argmin(1).numpy()
     assert (predicted == written.test_labels).mean() > 0.3  # chance: 0.1
 
@@ -118,7 +130,10 @@ def test_cli_images_and_default_sst(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert sorted(p.name for p in (tmp_path / "stl" / "stl10_binary").iterdir()) == STL_FILES
     assert (tmp_path / "stl" / "stl10_binary" / "unlabeled_X.bin").stat().st_size == 2 * 27648
     main(["images", "--out", str(tmp_path / "cifar"), "--n-train", "20", "--n-test", "5"])
-    assert sorted(p.name for p in (tmp_path / "cifar" / "cifar-10-batches-py").iterdir()) == CIFAR_FILES
+    assert (
+        sorted(p.name for p in (tmp_path / "cifar" / "cifar-10-batches-py").iterdir())
+        == CIFAR_FILES
+    )
     main(["--out", str(tmp_path / "sst"), "--n-train", "20", "--n-dev", "5", "--n-test", "5"])
     assert (tmp_path / "sst" / "train.txt").is_file()
     out = capsys.readouterr().out
