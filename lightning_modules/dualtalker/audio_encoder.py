@@ -32,12 +32,22 @@ FEATURE_RATE = 50  # the CNN's stride is 320 samples at 16 kHz
 _CONV = dict(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
 NAMED_CONFIGS = {
     "tiny": dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, **_CONV,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        **_CONV,
     ),
     "faceformer-bench": dict(
-        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-        conv_dim=(512,) * 7, **_CONV,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        conv_dim=(512,) * 7,
+        **_CONV,
     ),
 }
 
@@ -47,8 +57,12 @@ class AudioEncoderError(DataError):
 
 
 def _has_weights(folder: Path) -> bool:
-    names = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
-             "pytorch_model.bin.index.json")
+    names = (
+        "model.safetensors",
+        "pytorch_model.bin",
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+    )
     return any((folder / n).is_file() for n in names)
 
 
@@ -60,9 +74,11 @@ def load_wav2vec(spec: str) -> Wav2Vec2Model:
             return Wav2Vec2Model(Wav2Vec2Config(**NAMED_CONFIGS[spec]))
     path = Path(spec).expanduser()
     looks_like_path = path.exists() or spec.startswith(("/", ".", "~")) or spec.count("/") > 1
-    hint = ("expected a folder written by save_pretrained (config.json plus model.safetensors or "
-            "pytorch_model.bin), a hub id such as facebook/wav2vec2-base-960h, or one of: "
-            + ", ".join(NAMED_CONFIGS))
+    hint = (
+        "expected a folder written by save_pretrained (config.json plus model.safetensors or "
+        "pytorch_model.bin), a hub id such as facebook/wav2vec2-base-960h, or one of: "
+        + ", ".join(NAMED_CONFIGS)
+    )
     if looks_like_path:
         if not path.is_dir():
             what = "does not exist" if not path.exists() else "is a file, not a model folder"
@@ -73,8 +89,13 @@ def load_wav2vec(spec: str) -> Wav2Vec2Model:
         return Wav2Vec2Model.from_pretrained(str(path) if looks_like_path else spec)
     except (OSError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        where = "the folder" if looks_like_path else (
-            "the hub (offline? put the model in ~/.cache/huggingface/hub or pass a local folder)")
+        where = (
+            "the folder"
+            if looks_like_path
+            else (
+                "the hub (offline? put the model in ~/.cache/huggingface/hub or pass a local folder)"
+            )
+        )
         raise AudioEncoderError(
             f"model.audio_encoder={spec!r}: could not load a wav2vec 2.0 model from {where}: {first}"
         ) from None
@@ -113,7 +134,9 @@ def frames_for_audio(num_features: int, fps: int, tokens_per_frame: int) -> int:
     return num_features // tokens_per_frame
 
 
-def spec_augment(hidden: torch.Tensor, lengths: torch.Tensor, config, embed: torch.Tensor) -> torch.Tensor:
+def spec_augment(
+    hidden: torch.Tensor, lengths: torch.Tensor, config, embed: torch.Tensor
+) -> torch.Tensor:
     """SpecAugment along time as wav2vec 2.0 trains (spans of ``mask_time_length`` frames covering
     about ``mask_time_prob`` of each sequence, at least ``mask_time_min_masks`` spans, filled with
     ``masked_spec_embed``), drawn from torch's generator so a seed reproduces it."""
@@ -137,8 +160,9 @@ class AudioEncoder(nn.Module):
     keeps (B,) (T for 30 fps; at most T for 25 fps, where the audio may be shorter).
     """
 
-    def __init__(self, spec: str, dim: int, fps: int, spec_augment: bool = True,
-                 feature_cache: bool = True) -> None:
+    def __init__(
+        self, spec: str, dim: int, fps: int, spec_augment: bool = True, feature_cache: bool = True
+    ) -> None:
         super().__init__()
         self.wav2vec = load_wav2vec(spec)
         self.wav2vec.freeze_feature_encoder()
@@ -151,7 +175,9 @@ class AudioEncoder(nn.Module):
         self.cache: dict[tuple[str, int], torch.Tensor] = {}  # not in the state dict
 
     @torch.no_grad()
-    def cnn_features(self, audio: torch.Tensor, length: int, name: str | None = None) -> torch.Tensor:
+    def cnn_features(
+        self, audio: torch.Tensor, length: int, name: str | None = None
+    ) -> torch.Tensor:
         """The frozen CNN's (L50, C) features of one sequence's first ``length`` samples."""
         key = (name, length)
         if name is not None and self.feature_cache and key in self.cache:
@@ -170,12 +196,18 @@ class AudioEncoder(nn.Module):
         if self.training and self.use_spec_augment and self.config.mask_time_prob > 0:
             hidden = spec_augment(hidden, lengths, self.config, self.wav2vec.masked_spec_embed)
         token_mask = torch.arange(num_tokens, device=hidden.device)[None] < lengths[:, None]
-        mask = None if bool(token_mask.all()) else token_mask.long()
+        mask = None if bool(token_mask.all()) else token_mask
         hidden = self.wav2vec.encoder(hidden, attention_mask=mask).last_hidden_state
         return self.proj(hidden)
 
-    def forward(self, audio, audio_mask, num_frames: torch.Tensor | None, names=None,
-                pad_to: int | None = None):
+    def forward(
+        self,
+        audio,
+        audio_mask,
+        num_frames: torch.Tensor | None,
+        names=None,
+        pad_to: int | None = None,
+    ):
         """audio (B, S) raw, audio_mask (B, S) bool; num_frames (B,) motion frames per sequence
         (training), or None to derive them from the audio (inference); the tokens are padded
         to ``pad_to`` frames (default: the longest)."""
@@ -184,8 +216,11 @@ class AudioEncoder(nn.Module):
         for b in range(audio.shape[0]):
             length = int(audio_mask[b].sum()) if audio_mask is not None else audio.shape[1]
             features = self.cnn_features(audio[b], length, names[b] if names else None)
-            target = int(num_frames[b]) if num_frames is not None else frames_for_audio(
-                features.shape[0], self.fps, r)
+            target = (
+                int(num_frames[b])
+                if num_frames is not None
+                else frames_for_audio(features.shape[0], self.fps, r)
+            )
             tokens = align(features, target, r)
             aligned.append(tokens)
             frames.append(tokens.shape[0] // r)

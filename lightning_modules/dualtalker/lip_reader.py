@@ -73,8 +73,17 @@ class LipReader(nn.Module):
     """Lip-reading head on the shared motion encoder's embeddings (the encoder is not owned
     here: the network passes its embeddings in, so both tasks train the same instance)."""
 
-    def __init__(self, dim: int, num_layers: int, num_heads: int, ffn_dim: int, dropout: float,
-                 period: int, vocab_size: int | None, ctc_upsample: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        period: int,
+        vocab_size: int | None,
+        ctc_upsample: int,
+    ) -> None:
         super().__init__()
         self.ppe = PeriodicPositionalEncoding(dim, period, dropout)
         self.layers = nn.ModuleList(

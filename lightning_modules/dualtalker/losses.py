@@ -48,15 +48,20 @@ def feature_regression_loss(features, audio_features, frame_mask, detach: bool =
 
 
 def ctc_loss(out: DualTalkerOutput) -> torch.Tensor:
-    """CTC (blank 0, infinities zeroed) per character, mean over sequences with a transcript."""
+    """CTC (blank 0, infinities zeroed) per character of each sequence, 0 for a sequence without
+    transcript (as a per-sequence step without text would be), mean over the sequences."""
     has_text = out.ctc_target_lengths > 0
-    if not bool(has_text.any()):
-        return out.lip_log_probs.sum() * 0.0
     per_sequence = F.ctc_loss(
-        out.lip_log_probs.transpose(0, 1).float(), out.ctc_targets, out.ctc_input_lengths,
-        out.ctc_target_lengths, blank=0, reduction="none", zero_infinity=True,
+        out.lip_log_probs.transpose(0, 1).float(),
+        out.ctc_targets,
+        out.ctc_input_lengths,
+        out.ctc_target_lengths,
+        blank=0,
+        reduction="none",
+        zero_infinity=True,
     )
-    return (per_sequence[has_text] / out.ctc_target_lengths[has_text]).mean()
+    per_character = per_sequence / out.ctc_target_lengths.clamp_min(1)
+    return torch.where(has_text, per_character, torch.zeros_like(per_character)).mean()
 
 
 def cosine_consistency(audio_features, motion_embeddings, frame_mask) -> torch.Tensor:
@@ -88,7 +93,8 @@ def compute_losses(out: DualTalkerOutput, options: DualTalkerOptions) -> dict[st
     dual = None
     if out.lip_features is not None and o.uses_features:
         dual = losses["dual_features"] = feature_regression_loss(
-            out.lip_features, out.audio_features, out.frame_mask, o.dual_detach_target)
+            out.lip_features, out.audio_features, out.frame_mask, o.dual_detach_target
+        )
     if out.lip_log_probs is not None and out.ctc_targets is not None:
         losses["dual_ctc"] = ctc_loss(out)
         ctc = losses["dual_ctc"] if o.dual_target == "ctc" else o.ctc_weight * losses["dual_ctc"]
@@ -96,13 +102,17 @@ def compute_losses(out: DualTalkerOutput, options: DualTalkerOptions) -> dict[st
     terms = {}
     for name in o.consistency_terms:
         if name == "cosine":
-            terms[name] = cosine_consistency(out.audio_features, out.motion_embeddings, out.frame_mask)
+            terms[name] = cosine_consistency(
+                out.audio_features, out.motion_embeddings, out.frame_mask
+            )
         elif name == "infonce":
-            terms[name] = infonce_consistency(out.audio_features, out.motion_embeddings,
-                                              out.frame_mask, o.infonce_temperature)
+            terms[name] = infonce_consistency(
+                out.audio_features, out.motion_embeddings, out.frame_mask, o.infonce_temperature
+            )
         elif name == "cycle" and out.cycle_features is not None:
-            terms[name] = feature_regression_loss(out.cycle_features, out.audio_features,
-                                                  out.frame_mask, o.dual_detach_target)
+            terms[name] = feature_regression_loss(
+                out.cycle_features, out.audio_features, out.frame_mask, o.dual_detach_target
+            )
     losses.update({f"cons_{k}": v for k, v in terms.items()})
     loss = losses["rec"]
     if dual is not None:

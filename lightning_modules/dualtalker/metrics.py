@@ -43,12 +43,16 @@ class LipVertexError(Metric):
 
     def __init__(self, lip_vertices, unit: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.register_buffer("lip_vertices", torch.as_tensor(lip_vertices, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "lip_vertices", torch.as_tensor(lip_vertices, dtype=torch.long), persistent=False
+        )
         self.unit = unit
         self.add_state("error_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("frames", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor | None = None) -> None:
+    def update(
+        self, pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor | None = None
+    ) -> None:
         """pred, target (B, T, V*3) or (B, T, V, 3); frame_mask (B, T), True = real frame."""
         lips = self.lip_vertices.to(pred.device)
         error = (_points(pred)[:, :, lips] - _points(target)[:, :, lips]).square().sum(-1)
@@ -69,9 +73,15 @@ class UpperFaceDynamicsDeviation(Metric):
 
     def __init__(self, upper_face_vertices, unit: float = 1.0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.register_buffer("upper_face_vertices", torch.as_tensor(upper_face_vertices, dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "upper_face_vertices",
+            torch.as_tensor(upper_face_vertices, dtype=torch.long),
+            persistent=False,
+        )
         self.unit = unit
-        self.add_state("deviation_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "deviation_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("sequences", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def _variability(self, x, template, frames) -> torch.Tensor:
@@ -85,11 +95,18 @@ class UpperFaceDynamicsDeviation(Metric):
         variance = ((energy - mean[:, None]).square() * weight).sum(1) / count
         return variance.sqrt().mean(-1)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, template: torch.Tensor,
-               frame_mask: torch.Tensor | None = None) -> None:
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        template: torch.Tensor,
+        frame_mask: torch.Tensor | None = None,
+    ) -> None:
         """pred, target (B, T, V*3) or (B, T, V, 3); template (B, V*3) or (B, V, 3)."""
         frames = _frames(pred, frame_mask)
-        deviation = self._variability(target, template, frames) - self._variability(pred, template, frames)
+        deviation = self._variability(target, template, frames) - self._variability(
+            pred, template, frames
+        )
         present = frames.any(1)
         self.deviation_sum += deviation[present].sum()
         self.sequences += present.sum()
@@ -98,7 +115,9 @@ class UpperFaceDynamicsDeviation(Metric):
         return (self.deviation_sum / self.sequences.clamp_min(1) / self.unit).float()
 
 
-def face_metrics(dataset: str, lip_vertices, upper_face_vertices=None, prefix: str = "") -> MetricCollection:
+def face_metrics(
+    dataset: str, lip_vertices, upper_face_vertices=None, prefix: str = ""
+) -> MetricCollection:
     """``lve`` (and ``fdd`` when an upper-face set is given) in ``dataset``'s paper units.
     Update with keywords: ``metrics.update(pred=..., target=..., template=..., frame_mask=...)``."""
     if dataset not in PAPER_UNITS:
@@ -112,8 +131,10 @@ def face_metrics(dataset: str, lip_vertices, upper_face_vertices=None, prefix: s
 
 def check_unseen_condition(policy: str, train_subjects: list[str]) -> None:
     if policy not in UNSEEN_POLICIES and policy not in train_subjects:
-        raise ValueError(f"model.unseen_condition={policy!r}: use all, mean or a training subject "
-                         f"({', '.join(train_subjects)})")
+        raise ValueError(
+            f"model.unseen_condition={policy!r}: use all, mean or a training subject "
+            f"({', '.join(train_subjects)})"
+        )
 
 
 def condition_indices(policy: str, style_index: int, train_subjects: list[str]) -> list[int]:

@@ -66,24 +66,31 @@ def self_attention_bias(
     """
     _, length = frame_mask.shape
     bias = periodic_alibi_bias(num_heads, length, period, frame_mask.device, torch.float32, causal)
-    key_pad = torch.zeros(frame_mask.shape, device=frame_mask.device).masked_fill(~frame_mask, float("-inf"))
+    key_pad = torch.zeros(frame_mask.shape, device=frame_mask.device).masked_fill(
+        ~frame_mask, float("-inf")
+    )
     return bias[None] + key_pad[:, None, None, :]
 
 
-def alignment_mask(num_frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
-    """(T, r*T) bool, True = frame t may attend audio token s: tokens r*t ... r*t + r - 1.
+def alignment_mask(
+    num_frames: int, tokens_per_frame: int, device=None, num_tokens: int | None = None
+) -> torch.Tensor:
+    """(T, S) bool, S = r*T by default; True = frame t may attend audio token s, that is
+    tokens r*t ... r*t + r - 1.
 
     VOCA (30 fps, features interpolated to the frame count): r = 1, frame t sees token t only.
     BIWI (25 fps, two 50 Hz features per frame): r = 2, frame t sees tokens 2t and 2t + 1.
     """
     frames = torch.arange(num_frames, device=device)
-    tokens = torch.arange(num_frames * tokens_per_frame, device=device)
+    tokens = torch.arange(num_tokens or num_frames * tokens_per_frame, device=device)
     return torch.div(tokens, tokens_per_frame, rounding_mode="floor")[None, :] == frames[:, None]
 
 
 def float_mask(allowed: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """Bool (True = attend) -> additive float mask (0 / -inf) for SDPA."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, float("-inf")
+    )
 
 
 class PeriodicPositionalEncoding(nn.Module):
@@ -182,8 +189,16 @@ class MotionDecoder(nn.Module):
     """FaceFormer's biased causal decoder: motion tokens attend their past (periodic ALiBi) and
     their own audio tokens (alignment mask)."""
 
-    def __init__(self, dim: int, num_layers: int, num_heads: int, ffn_dim: int, dropout: float,
-                 period: int, tokens_per_frame: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        period: int,
+        tokens_per_frame: int,
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             DecoderLayer(dim, num_heads, ffn_dim, dropout) for _ in range(num_layers)
@@ -198,7 +213,10 @@ class MotionDecoder(nn.Module):
         """Teacher-forced: all T input tokens (B, T, d) in one pass -> (B, T, d)."""
         length = tokens.shape[1]
         self_mask = self_attention_bias(frame_mask, self.num_heads, self.period)
-        memory_mask = float_mask(alignment_mask(length, self.tokens_per_frame, tokens.device))
+        allowed = alignment_mask(
+            length, self.tokens_per_frame, tokens.device, audio_tokens.shape[1]
+        )
+        memory_mask = float_mask(allowed)
         x = tokens
         for layer, kv in zip(self.layers, self.memory_kv(audio_tokens)):
             x = layer(x, self_mask, kv, memory_mask)
@@ -210,7 +228,9 @@ class MotionDecoder(nn.Module):
         ``caches`` (one dict per layer, empty at t = 0) keep the keys/values of frames < t.
         Padding needs no mask here: frame t of a sequence only sees its frames <= t.
         """
-        steps = torch.div(t - torch.arange(t + 1, device=token.device), self.period, rounding_mode="floor")
+        steps = torch.div(
+            t - torch.arange(t + 1, device=token.device), self.period, rounding_mode="floor"
+        )
         slopes = torch.tensor(alibi_slopes(self.num_heads), device=token.device)
         bias = (-slopes[:, None] * steps)[None, :, None, :]  # row t of the causal bias
         tokens = torch.arange(memory_kv[0][0].shape[2], device=token.device)

@@ -31,7 +31,8 @@ CONSISTENCY_TERMS = ("cosine", "infonce", "cycle")
 class DualTalkerOptions:
     """Every model and loss key with its default (the ``model`` section of the config)."""
 
-    audio_encoder: str = "facebook/wav2vec2-base-960h"  # tiny | faceformer-bench | local folder | hub id
+    # tiny | faceformer-bench | a local save_pretrained folder | a hub id
+    audio_encoder: str = "facebook/wav2vec2-base-960h"
     feature_dim: int = 64  # d: FaceFormer's 64 (VOCA); BIWI used 128
     num_layers: int = 1
     num_heads: int = 4
@@ -55,20 +56,28 @@ class DualTalkerOptions:
 
     def __post_init__(self) -> None:
         if self.dual_target not in DUAL_TARGETS:
-            raise ValueError(f"model.dual_target must be one of {', '.join(DUAL_TARGETS)}, got {self.dual_target!r}")
+            raise ValueError(
+                f"model.dual_target must be one of {', '.join(DUAL_TARGETS)}, got {self.dual_target!r}"
+            )
         unknown = [t for t in self.consistency_terms if t not in CONSISTENCY_TERMS]
         if unknown:
-            raise ValueError(f"model.consistency: unknown term {unknown[0]!r}; use none or "
-                             f"'+'-joined terms of {', '.join(CONSISTENCY_TERMS)}")
+            raise ValueError(
+                f"model.consistency: unknown term {unknown[0]!r}; use none or "
+                f"'+'-joined terms of {', '.join(CONSISTENCY_TERMS)}"
+            )
         if "cycle" in self.consistency_terms and not self.uses_features:
-            raise ValueError("model.consistency=cycle needs the lip reader's feature target "
-                             "(model.dual_target=features or both)")
+            raise ValueError(
+                "model.consistency=cycle needs the lip reader's feature target "
+                "(model.dual_target=features or both)"
+            )
         for key in ("feature_dim", "num_layers", "num_heads", "ctc_upsample"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.feature_dim % self.num_heads:
-            raise ValueError(f"model.feature_dim={self.feature_dim} must be divisible by "
-                             f"model.num_heads={self.num_heads}")
+            raise ValueError(
+                f"model.feature_dim={self.feature_dim} must be divisible by "
+                f"model.num_heads={self.num_heads}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -111,14 +120,22 @@ def style_weights(style: torch.Tensor, num_subjects: int) -> torch.Tensor:
     if style.dtype.is_floating_point:
         return style
     if bool((style < 0).any()) or bool((style >= num_subjects).any()):
-        raise ValueError("style index outside the training subjects (an unseen subject needs a "
-                         "training-subject condition: see metrics.condition_indices)")
+        raise ValueError(
+            "style index outside the training subjects (an unseen subject needs a "
+            "training-subject condition: see metrics.condition_indices)"
+        )
     return F.one_hot(style, num_subjects).float()
 
 
 class DualTalker(nn.Module):
-    def __init__(self, options: DualTalkerOptions, num_vertices: int, num_subjects: int, fps: int,
-                 vocab: CharVocab | None = None) -> None:
+    def __init__(
+        self,
+        options: DualTalkerOptions,
+        num_vertices: int,
+        num_subjects: int,
+        fps: int,
+        vocab: CharVocab | None = None,
+    ) -> None:
         super().__init__()
         o = options
         d, ffn = o.feature_dim, o.ffn_dim or 2 * o.feature_dim
@@ -132,15 +149,24 @@ class DualTalker(nn.Module):
         self.motion_encoder = MotionEncoder(num_vertices, d)
         self.style = nn.Linear(num_subjects, d, bias=False)
         self.ppe = PeriodicPositionalEncoding(d, period, o.dropout)
-        self.decoder = MotionDecoder(d, o.num_layers, o.num_heads, ffn, o.dropout, period,
-                                     self.tokens_per_frame)
+        self.decoder = MotionDecoder(
+            d, o.num_layers, o.num_heads, ffn, o.dropout, period, self.tokens_per_frame
+        )
         self.head = nn.Linear(d, 3 * num_vertices)
         nn.init.zeros_(self.head.weight)  # the untrained model outputs the template
         nn.init.zeros_(self.head.bias)
         self.lip_reader = None
         if o.dual_target != "none":
-            self.lip_reader = LipReader(d, o.lip_reader_layers, o.num_heads, ffn, o.dropout, period,
-                                        len(vocab) if self.vocab else None, o.ctc_upsample)
+            self.lip_reader = LipReader(
+                d,
+                o.lip_reader_layers,
+                o.num_heads,
+                ffn,
+                o.dropout,
+                period,
+                len(vocab) if self.vocab else None,
+                o.ctc_upsample,
+            )
 
     def autoregress(self, audio_tokens: torch.Tensor, style: torch.Tensor, num_frames: int):
         """FaceFormer's loop with a key/value cache: step 0 reads the bare style embedding, step
@@ -162,8 +188,18 @@ class DualTalker(nn.Module):
         tokens = torch.cat([start, motion_embeddings[:, :-1]], dim=1) + style[:, None]
         return self.head(self.decoder(self.ppe(tokens), audio_tokens, frame_mask))
 
-    def forward(self, audio, audio_mask, vertices, frame_mask, template, style, text=None,
-                names=None, teacher_forcing: bool | None = None) -> DualTalkerOutput:
+    def forward(
+        self,
+        audio,
+        audio_mask,
+        vertices,
+        frame_mask,
+        template,
+        style,
+        text=None,
+        names=None,
+        teacher_forcing: bool | None = None,
+    ) -> DualTalkerOutput:
         """The batch of ``datamodules.face``: audio (B, S) raw 16 kHz, audio_mask (B, S),
         vertices (B, T, V*3), frame_mask (B, T), template (B, V*3), style (B,) or (B, S);
         text: transcripts ("" = none) for CTC; names: CNN feature-cache keys."""
@@ -173,8 +209,11 @@ class DualTalker(nn.Module):
         vertices = vertices.reshape(b, length, -1)
         template = template.reshape(b, -1)
         audio_tokens, frames = self.audio_encoder(
-            audio, audio_mask, frame_mask.sum(1), names, pad_to=length)
-        frame_mask = frame_mask & (torch.arange(length, device=frames.device)[None] < frames[:, None])
+            audio, audio_mask, frame_mask.sum(1), names, pad_to=length
+        )
+        frame_mask = frame_mask & (
+            torch.arange(length, device=frames.device)[None] < frames[:, None]
+        )
         style = self.style(style_weights(style, self.num_subjects).to(audio_tokens.dtype))
         offsets = (vertices - template[:, None]) * frame_mask[..., None]
         motion_embeddings = self.motion_encoder(offsets)
@@ -184,14 +223,22 @@ class DualTalker(nn.Module):
             predicted = self.autoregress(audio_tokens, style, length)
         audio_features = audio_tokens.view(b, length, self.tokens_per_frame, -1).mean(2)
         out = DualTalkerOutput(
-            vertices=predicted + template[:, None], target=vertices, template=template,
-            frame_mask=frame_mask, audio_features=audio_features, motion_embeddings=motion_embeddings,
+            vertices=predicted + template[:, None],
+            target=vertices,
+            template=template,
+            frame_mask=frame_mask,
+            audio_features=audio_features,
+            motion_embeddings=motion_embeddings,
         )
         if self.lip_reader is not None:
             want_ctc = self.vocab is not None and text is not None
-            out.lip_features, out.lip_log_probs = self.lip_reader(motion_embeddings, frame_mask, want_ctc)
+            out.lip_features, out.lip_log_probs = self.lip_reader(
+                motion_embeddings, frame_mask, want_ctc
+            )
             if want_ctc:
-                out.ctc_targets, out.ctc_target_lengths = self.vocab.batch(list(text), frames.device)
+                out.ctc_targets, out.ctc_target_lengths = self.vocab.batch(
+                    list(text), frames.device
+                )
                 out.ctc_input_lengths = frame_mask.sum(1) * o.ctc_upsample
             if "cycle" in o.consistency_terms:
                 own = self.motion_encoder(predicted * frame_mask[..., None])
