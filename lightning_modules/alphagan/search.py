@@ -40,7 +40,7 @@ from ..callbacks import media_logger
 from .config import ModelConfig, SearchConfig, SearchOptimConfig, as_config, plain, step_counts
 from .discriminator import Discriminator
 from .distributed import set_gradients
-from .feature_distance import FeatureDistance
+from .feature_distance import FeatureDistance, generator_distance
 from .losses import DualityGap, d_hinge_loss, duality_gap, g_hinge_loss
 from .plots import alpha_heatmap, alpha_history_rows, genotype_figure, sample_grid
 from .worst_case import WorstCase
@@ -278,27 +278,13 @@ class AlphaGANSearch(L.LightningModule):
         to01 = dm.denormalize if dm is not None and hasattr(dm, "denormalize") else lambda x: (x + 1) / 2
         return {k: sample_grid(to01(v.float())) for k, v in out.items()}
 
-    @torch.no_grad()
     def sample_distance(self, num_samples: int) -> torch.Tensor:
         """The stand-in feature distance (:class:`FeatureDistance`) between ``num_samples`` G
-        samples (eval mode, this rank's share) and the held-out real images."""
+        samples (eval mode; each rank its share) and the held-out real images."""
         dm = self.trainer.datamodule
-        metric = self.feature_distance
-        if not metric.has_real:
-            for batch in dm.test_dataloader():
-                metric.update(dm.denormalize(batch[0].to(self.device)), real=True)
-        was_training = self.generator.training
-        self.generator.eval()
-        world = max(self.trainer.world_size, 1)
-        todo = -(-num_samples // world)
-        while todo > 0:
-            n = min(todo, 256)
-            metric.update(dm.denormalize(self.generator(self.z(n)).float()), real=False)
-            todo -= n
-        self.generator.train(was_training)
-        value = metric.compute()
-        metric.reset()
-        return value
+        share = -(-num_samples // max(self.trainer.world_size, 1))
+        return generator_distance(self.feature_distance, self.generator, dm.test_dataloader(),
+                                  dm.denormalize, self.z, share)  # fmt: skip
 
     @rank_zero_only
     def _write_figures(self, grids: dict[str, torch.Tensor] | None) -> None:
@@ -332,13 +318,21 @@ class AlphaGANSearch(L.LightningModule):
 
     # ---------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = [self.noise.get_state()]
+        extra: dict[str, Any] = {"noise": [self.noise.get_state()], "alpha_history": self.alpha_history,
+                                 "genotype": self.genotype().to_dict()}  # fmt: skip
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
-            states = [None] * trainer.world_size
-            torch.distributed.all_gather_object(states, self.noise.get_state())
-        checkpoint["alphagan_search"] = {"noise": states, "alpha_history": self.alpha_history,
-                                         "genotype": self.genotype().to_dict()}  # fmt: skip
+            # every rank's noise state (each draws its own z), and its α and G weights, so that
+            # a run (and a test) can see that the ranks stayed in step
+            mine = {"noise": self.noise.get_state(),
+                    "alpha": torch.cat([a.detach().cpu().flatten() for a in self.generator.alphas()]),
+                    "g_weights": torch.cat([p.detach().cpu().flatten() for p in self.generator.weights()]).sum()}  # fmt: skip
+            ranks: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(ranks, mine)
+            extra["noise"] = [r["noise"] for r in ranks]
+            extra["alpha_ranks"] = [r["alpha"] for r in ranks]
+            extra["g_weight_sums"] = [r["g_weights"] for r in ranks]
+        checkpoint["alphagan_search"] = extra
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("alphagan_search") or {}
