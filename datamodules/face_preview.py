@@ -30,9 +30,7 @@ def summarize(dm: FaceDataModule) -> dict[str, Any]:
     for every loaded split: sequences, sequences per subject (``labels`` too, which the data
     command prints), frames at ``dm.fps`` and seconds of 16 kHz audio, as the loaders give them."""
     splits: dict[str, Any] = {}
-    for split in SPLITS:
-        if split not in dm._datasets:
-            continue
+    for split in dm.loaded_splits:
         sequences = dm.dataset(split).sequences
         counts = dict(sorted(Counter(s.subject for s in sequences).items()))
         splits[split] = {
@@ -79,7 +77,7 @@ def write_preview(dm: FaceDataModule, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    split = next(s for s in SPLITS if s in dm._datasets and len(dm.dataset(s)))
+    split = next(s for s in dm.loaded_splits if len(dm.dataset(s)))
     dataset = dm.dataset(split)
     item = dataset[0]
     template = item["template"].reshape(-1, 3)
@@ -90,24 +88,42 @@ def write_preview(dm: FaceDataModule, out_dir: Path) -> list[Path]:
     for col, (axis, label) in enumerate(((0, "x (front view)"), (2, "z (side view)"))):
         ax = fig.add_subplot(grid[0, col])
         ax.scatter(template[:, axis], template[:, 1], s=1, c="0.75", linewidths=0)
-        ax.scatter(template[upper, axis], template[upper, 1], s=2, c="tab:blue",
-                   linewidths=0, label=f"upper face: {upper_text}")  # fmt: skip
-        ax.scatter(template[lips, axis], template[lips, 1], s=2, c="tab:red",
-                   linewidths=0, label=f"lips: {lip_text}")  # fmt: skip
+        ax.scatter(
+            template[upper, axis],
+            template[upper, 1],
+            s=2,
+            c="tab:blue",
+            linewidths=0,
+            label=f"upper face: {upper_text}",
+        )
+        ax.scatter(
+            template[lips, axis],
+            template[lips, 1],
+            s=2,
+            c="tab:red",
+            linewidths=0,
+            label=f"lips: {lip_text}",
+        )
         ax.set_aspect("equal")
         ax.set_xlabel(label)
         ax.set_ylabel("y")
         ax.legend(loc="lower right", fontsize=8, markerscale=4)
-    fig.suptitle(f"{dm.protocol.name}: template of {item['subject']} "
-                 f"({len(template)} vertices), data.root={dm.root}")  # fmt: skip
+    fig.suptitle(
+        f"{dm.protocol.name}: template of {item['subject']} "
+        f"({len(template)} vertices), data.root={dm.root}"
+    )
     ax = fig.add_subplot(grid[1, :])
     frames = item["vertices"].reshape(len(item["vertices"]), -1, 3)
     region = lips if lips.size else np.arange(len(template))
     motion = np.linalg.norm(frames[:, region] - template[region], axis=-1).mean(axis=1)
     hop = SAMPLE_RATE / dm.fps
     audio = item["audio"]
-    loud = np.array([np.sqrt(np.mean(audio[int(t * hop): int((t + 1) * hop)] ** 2) + 1e-12)
-                     for t in range(len(frames))])  # fmt: skip
+    loud = np.array(
+        [
+            np.sqrt(np.mean(audio[int(t * hop) : int((t + 1) * hop)] ** 2) + 1e-12)
+            for t in range(len(frames))
+        ]
+    )
     t = np.arange(len(frames)) / dm.fps
     for values, label in ((loud, "audio RMS"), (motion, "lip displacement from template")):
         span = values.max() - values.min()

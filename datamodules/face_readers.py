@@ -139,8 +139,10 @@ def open_vertices(path: Path, values_per_frame: int | None = None) -> np.ndarray
     if array.ndim == 3 and array.shape[2] == 3:
         array = array.reshape(array.shape[0], -1)
     if array.ndim != 2 or array.shape[1] % 3:
-        raise DataError(f"{path}: expected (frames, vertices*3) or (frames, vertices, 3), got "
-                        f"shape {tuple(array.shape)}")  # fmt: skip
+        raise DataError(
+            f"{path}: expected (frames, vertices*3) or (frames, vertices, 3), got "
+            f"shape {tuple(array.shape)}"
+        )
     if values_per_frame is not None and array.shape[1] != values_per_frame:
         raise DataError(
             f"{path}: {array.shape[1] // 3} vertices per frame, but the subject's template in "
@@ -179,8 +181,9 @@ def read_templates(path: Path) -> dict[str, np.ndarray]:
     """``templates.pkl``: {subject: neutral mesh}, each flattened to float32 (V*3,)."""
     templates = read_pickle(path, "the templates file")
     if not isinstance(templates, dict):
-        raise DataError(f"{path}: expected a dict {{subject: (V, 3) mesh}}, got "
-                        f"{type(templates).__name__}")  # fmt: skip
+        raise DataError(
+            f"{path}: expected a dict {{subject: (V, 3) mesh}}, got {type(templates).__name__}"
+        )
     out: dict[str, np.ndarray] = {}
     for subject, mesh in templates.items():
         try:
@@ -188,8 +191,9 @@ def read_templates(path: Path) -> dict[str, np.ndarray]:
         except (TypeError, ValueError):
             raise DataError(f"{path}: the template of {subject!r} is not a numeric mesh") from None
         if flat.size == 0 or flat.size % 3:
-            raise DataError(f"{path}: the template of {subject!r} has {flat.size} values, "
-                            "not a multiple of 3")  # fmt: skip
+            raise DataError(
+                f"{path}: the template of {subject!r} has {flat.size} values, not a multiple of 3"
+            )
         out[str(subject)] = flat
     return out
 
@@ -232,8 +236,10 @@ def check_ids(ids: Any, num_vertices: int, source: str) -> np.ndarray:
         raise DataError(f"{source}: vertex ids must be integers, got {ids.dtype}")
     out_of_range = ids[(ids < 0) | (ids >= num_vertices)]
     if out_of_range.size:
-        raise DataError(f"{source}: vertex id {int(out_of_range[0])} is outside the mesh's "
-                        f"{num_vertices} vertices (0-based ids)")  # fmt: skip
+        raise DataError(
+            f"{source}: vertex id {int(out_of_range[0])} is outside the mesh's "
+            f"{num_vertices} vertices (0-based ids)"
+        )
     return np.unique(ids.astype(np.int64))
 
 
@@ -241,8 +247,9 @@ def read_flame_masks(path: Path, keys: tuple[str, ...], num_vertices: int) -> np
     """The union of ``keys`` of FLAME's ``FLAME_masks.pkl`` ({region name: vertex ids})."""
     masks = read_pickle(path, "FLAME_masks.pkl")
     if not isinstance(masks, dict):
-        raise DataError(f"{path}: expected a dict {{region: vertex ids}}, got "
-                        f"{type(masks).__name__}")  # fmt: skip
+        raise DataError(
+            f"{path}: expected a dict {{region: vertex ids}}, got {type(masks).__name__}"
+        )
     missing = [k for k in keys if k not in masks]
     if missing:
         raise DataError(f"{path}: no region {missing[0]!r} (it has: {', '.join(sorted(masks))})")

@@ -33,8 +33,9 @@ _KEYS = {"lip": "data.lip_vertices", "upper_face": "data.upper_face_vertices"}
 _USE = {"lip": "lip vertex error (LVE)", "upper_face": "upper-face dynamics deviation (FDD)"}
 
 
-def region_indices(kind: str, dataset: str, root: Path,
-                   files: Mapping[str, str | None], num_vertices: int) -> np.ndarray:  # fmt: skip
+def region_indices(
+    kind: str, dataset: str, root: Path, files: Mapping[str, str | None], num_vertices: int
+) -> np.ndarray:
     """Sorted int64 vertex ids of ``kind`` (``"lip"`` or ``"upper_face"``) for ``dataset``."""
     if kind not in _KEYS:
         raise ValueError(f"kind must be 'lip' or 'upper_face', got {kind!r}")

@@ -32,11 +32,15 @@ import numpy as np
 from datamodules.synthetic.speech import frame_windows, mouth_opening, sentence, speak
 
 VOCA_SUBJECTS = {
-    "train": ["FaceTalk_170728_03272_TA", "FaceTalk_170904_00128_TA",
-              "FaceTalk_170725_00137_TA", "FaceTalk_170915_00223_TA"],
+    "train": [
+        "FaceTalk_170728_03272_TA",
+        "FaceTalk_170904_00128_TA",
+        "FaceTalk_170725_00137_TA",
+        "FaceTalk_170915_00223_TA",
+    ],
     "val": ["FaceTalk_170811_03275_TA"],
     "test": ["FaceTalk_170809_00138_TA"],
-}  # fmt: skip
+}
 VOCA_SENTENCES = (1, 2, 3, 21, 22, 23)  # training subjects use 1-40, val/test subjects 21-40
 BIWI_SUBJECTS = ("F2", "F3", "F4", "M3")
 BIWI_SENTENCES = (1, 2, 3, 4, 33, 34, 37, 38)  # train 1-32, val 33-36, test 37-40
@@ -69,8 +73,11 @@ def head_mesh(rng: np.random.Generator, rings: int = 30, segments: int = 48) -> 
     la = np.concatenate([la, [-np.pi / 2, np.pi / 2]])
     lo = np.concatenate([lo, [0.0, 0.0]])
     direction = np.stack([np.cos(la) * np.sin(lo), np.sin(la), np.cos(la) * np.cos(lo)], axis=1)
-    radius = 1.0 + sum(0.03 * rng.standard_normal() * np.cos(k * lo) * np.cos(m * la)
-                       for k in (1, 2, 3) for m in (1, 2))  # fmt: skip
+    radius = 1.0 + sum(
+        0.03 * rng.standard_normal() * np.cos(k * lo) * np.cos(m * la)
+        for k in (1, 2, 3)
+        for m in (1, 2)
+    )
     radius = radius + 0.18 * np.exp(-((la + 0.1) ** 2 / 0.02 + lo**2 / 0.01))  # nose
     for side in (-1, 1):  # eye sockets
         radius = radius - 0.05 * np.exp(-((la - 0.22) ** 2 / 0.01 + (lo - side * 0.38) ** 2 / 0.02))
@@ -104,8 +111,9 @@ def mouth_gap(vertices: np.ndarray) -> np.ndarray:
     frames = np.asarray(vertices, dtype=np.float64).reshape(len(vertices), -1, 3)
     mesh = head_mesh(np.random.default_rng(0))
     if frames.shape[1] != len(mesh.vertices):
-        raise ValueError(f"not the synthetic head: {frames.shape[1]} vertices, "
-                         f"not {len(mesh.vertices)}")  # fmt: skip
+        raise ValueError(
+            f"not the synthetic head: {frames.shape[1]} vertices, not {len(mesh.vertices)}"
+        )
     upper, lower = frames[:, mesh.upper_lip_ids, 1], frames[:, mesh.lower_lip_ids, 1]
     return upper.mean(axis=1) - lower.mean(axis=1)
 
@@ -132,8 +140,15 @@ def _brightness(audio: np.ndarray, sample_rate: int, fps: float, frames: int) ->
     return np.clip((centroid - 1500.0) / 1500.0, -1.0, 1.0)
 
 
-def animate(mesh: HeadMesh, style: np.ndarray, audio: np.ndarray, sample_rate: int,
-            fps: float, frames: int, size: float) -> np.ndarray:  # fmt: skip
+def animate(
+    mesh: HeadMesh,
+    style: np.ndarray,
+    audio: np.ndarray,
+    sample_rate: int,
+    fps: float,
+    frames: int,
+    size: float,
+) -> np.ndarray:
     """(frames, V, 3) float32 positions of ``mesh`` (scaled by ``size``) speaking ``audio``.
 
     ``style`` = (jaw gain, lip-spread gain, brow gain) of the speaker.
@@ -141,8 +156,12 @@ def animate(mesh: HeadMesh, style: np.ndarray, audio: np.ndarray, sample_rate: i
     opening = mouth_opening(audio, sample_rate, fps, frames) * style[0]
     spread = _brightness(audio, sample_rate, fps, frames) * opening * style[1]
     window = max(1, int(round(0.4 * fps)))
-    brow = np.convolve(np.pad(opening, window // 2, mode="edge"), np.ones(window) / window,
-                       mode="valid")[:frames] * style[2]  # fmt: skip
+    brow = (
+        np.convolve(
+            np.pad(opening, window // 2, mode="edge"), np.ones(window) / window, mode="valid"
+        )[:frames]
+        * style[2]
+    )
     v = mesh.vertices[None].repeat(frames, axis=0)
     theta = 0.22 * opening[:, None]
     hinge_y, hinge_z = MOUTH_LAT * 0.6, -0.1
@@ -162,8 +181,16 @@ def _subject_style(rng: np.random.Generator) -> np.ndarray:
     return np.array([rng.uniform(0.7, 1.3), rng.uniform(0.5, 1.5), rng.uniform(0.2, 1.0)])
 
 
-def _speak_all(subjects: Sequence[str], sentences: Sequence[int], seed: int, fps: float,
-               sample_rate: int, size: float, engine: str, shared_text: bool):  # fmt: skip
+def _speak_all(
+    subjects: Sequence[str],
+    sentences: Sequence[int],
+    seed: int,
+    fps: float,
+    sample_rate: int,
+    size: float,
+    engine: str,
+    shared_text: bool,
+):
     """Yield (subject, sentence, mesh, text, audio, vertices) per sequence, in order.
 
     The speech is synthesised in a few threads (espeak-ng runs as a subprocess); every random
@@ -173,8 +200,9 @@ def _speak_all(subjects: Sequence[str], sentences: Sequence[int], seed: int, fps
     jobs = []
     for s_index, subject in enumerate(subjects):
         for number in sentences:
-            text_rng = np.random.default_rng([seed, 10_000 + number] if shared_text
-                                             else [seed, s_index, number])  # fmt: skip
+            text_rng = np.random.default_rng(
+                [seed, 10_000 + number] if shared_text else [seed, s_index, number]
+            )
             jobs.append((s_index, subject, number, sentence(text_rng)))
 
     def say(job):
@@ -197,17 +225,29 @@ def _speak_all(subjects: Sequence[str], sentences: Sequence[int], seed: int, fps
 
 def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray) -> None:
     """An ASCII PLY mesh (the layouts' rendering topology)."""
-    lines = ["ply", "format ascii 1.0", f"element vertex {len(vertices)}", "property float x",
-             "property float y", "property float z", f"element face {len(faces)}",
-             "property list uchar int vertex_indices", "end_header"]  # fmt: skip
+    lines = [
+        "ply",
+        "format ascii 1.0",
+        f"element vertex {len(vertices)}",
+        "property float x",
+        "property float y",
+        "property float z",
+        f"element face {len(faces)}",
+        "property list uchar int vertex_indices",
+        "end_header",
+    ]
     lines += [f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
     lines += [f"3 {a} {b} {c}" for a, b, c in faces]
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_synthetic_voca_release(out: str | Path, subjects: Sequence[str] | None = None,
-                                 sentences: Sequence[int] = VOCA_SENTENCES, seed: int = 0,
-                                 engine: str = "auto") -> Path:  # fmt: skip
+def write_synthetic_voca_release(
+    out: str | Path,
+    subjects: Sequence[str] | None = None,
+    sentences: Sequence[int] = VOCA_SENTENCES,
+    seed: int = 0,
+    engine: str = "auto",
+) -> Path:
     """Write the four VOCASET release files (+ transcripts, FLAME masks, PLY) into ``out``.
 
     ``subjects`` default to :data:`VOCA_SUBJECTS` (4 train, 1 val, 1 test), each with
@@ -233,12 +273,19 @@ def write_synthetic_voca_release(out: str | Path, subjects: Sequence[str] | None
         raw_audio.setdefault(subject, {})[key] = {"audio": pcm, "sample_rate": VOCA_RATE}
         transcripts.append(f"{subject}_{key}\t{text}")
     np.save(out / "data_verts.npy", np.concatenate(rows).astype(np.float32))
-    for name, value in (("raw_audio_fixed.pkl", raw_audio), ("templates.pkl", templates),
-                        ("subj_seq_to_idx.pkl", index)):  # fmt: skip
+    for name, value in (
+        ("raw_audio_fixed.pkl", raw_audio),
+        ("templates.pkl", templates),
+        ("subj_seq_to_idx.pkl", index),
+    ):
         with (out / name).open("wb") as f:
             pickle.dump(value, f, protocol=2)
-    masks = {"lips": mesh.lips, "forehead": mesh.forehead, "eye_region": mesh.eye_region,
-             "face": np.union1d(mesh.upper_face, mesh.lips)}  # fmt: skip
+    masks = {
+        "lips": mesh.lips,
+        "forehead": mesh.forehead,
+        "eye_region": mesh.eye_region,
+        "face": np.union1d(mesh.upper_face, mesh.lips),
+    }
     with (out / "FLAME_masks.pkl").open("wb") as f:
         pickle.dump(masks, f, protocol=2)
     (out / "transcripts.txt").write_text("\n".join(transcripts) + "\n", encoding="utf-8")
@@ -253,16 +300,31 @@ def write_wav_with_list_chunk(path: Path, audio: np.ndarray, sample_rate: int) -
     data = pcm.tobytes()
     software = b"Lavf58.76.100\x00"
     info = b"INFO" + b"ISFT" + struct.pack("<I", len(software)) + software
-    fmt = struct.pack("<HHIIHH", 1, channels, sample_rate, sample_rate * 2 * channels,
-                      2 * channels, 16)  # fmt: skip
-    body = (b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"LIST" + struct.pack("<I", len(info))
-            + info + b"data" + struct.pack("<I", len(data)) + data)  # fmt: skip
+    fmt = struct.pack(
+        "<HHIIHH", 1, channels, sample_rate, sample_rate * 2 * channels, 2 * channels, 16
+    )
+    body = (
+        b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"LIST"
+        + struct.pack("<I", len(info))
+        + info
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
-def write_synthetic_biwi(out: str | Path, subjects: Sequence[str] = BIWI_SUBJECTS,
-                         sentences: Sequence[int] = BIWI_SENTENCES, seed: int = 0,
-                         engine: str = "auto") -> Path:  # fmt: skip
+def write_synthetic_biwi(
+    out: str | Path,
+    subjects: Sequence[str] = BIWI_SUBJECTS,
+    sentences: Sequence[int] = BIWI_SENTENCES,
+    seed: int = 0,
+    engine: str = "auto",
+) -> Path:
     """Write a BIWI-layout folder into ``out``: ``<subject>_eNN`` sequences at 25 fps."""
     out = Path(out)
     for sub in ("wav", "vertices_npy", "regions"):
@@ -292,9 +354,13 @@ def _is_face_folder(root: Path) -> bool:
     return all((root / p).exists() for p in ("wav", "vertices_npy", "templates.pkl"))
 
 
-def ensure_synthetic_voca(root: str | Path, subjects: Sequence[str] | None = None,
-                          sentences: Sequence[int] = VOCA_SENTENCES, seed: int = 0,
-                          engine: str = "auto") -> Path:  # fmt: skip
+def ensure_synthetic_voca(
+    root: str | Path,
+    subjects: Sequence[str] | None = None,
+    sentences: Sequence[int] = VOCA_SENTENCES,
+    seed: int = 0,
+    engine: str = "auto",
+) -> Path:
     """The synthetic VOCASET converted into ``root`` (``wav/``, ``vertices_npy/``, ...): the
     release files are written to a temporary folder beside it and converted with
     :func:`datamodules.face_prepare.prepare_vocaset`; a ``root`` that already holds the layout
@@ -310,9 +376,13 @@ def ensure_synthetic_voca(root: str | Path, subjects: Sequence[str] | None = Non
     return root
 
 
-def ensure_synthetic_biwi(root: str | Path, subjects: Sequence[str] = BIWI_SUBJECTS,
-                          sentences: Sequence[int] = BIWI_SENTENCES, seed: int = 0,
-                          engine: str = "auto") -> Path:  # fmt: skip
+def ensure_synthetic_biwi(
+    root: str | Path,
+    subjects: Sequence[str] = BIWI_SUBJECTS,
+    sentences: Sequence[int] = BIWI_SENTENCES,
+    seed: int = 0,
+    engine: str = "auto",
+) -> Path:
     """The synthetic BIWI set in ``root``, written unless ``root`` already holds the layout."""
     root = Path(root)
     if not _is_face_folder(root):

@@ -27,8 +27,13 @@ VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb+m3", "en-us+f2", "en-gb-scotland"
 ESPEAK_TIMEOUT_S = 10.0
 
 # F1, F2, F3 (Hz) of a few vowels; bandwidths 90, 110, 170 Hz.
-VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010),
-          "o": (570, 840, 2410), "u": (300, 870, 2240)}  # fmt: skip
+VOWELS = {
+    "a": (730, 1090, 2440),
+    "e": (530, 1840, 2480),
+    "i": (270, 2290, 3010),
+    "o": (570, 840, 2410),
+    "u": (300, 870, 2240),
+}
 BANDWIDTHS = (90.0, 110.0, 170.0)
 
 
@@ -53,12 +58,16 @@ def _pcm_from_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
     return np.frombuffer(body, dtype="<i2").astype(np.float32) / 32768.0, rate
 
 
-def espeak(text: str, voice: str, speed: int, pitch: int, executable: str) -> tuple[np.ndarray, int]:
+def espeak(
+    text: str, voice: str, speed: int, pitch: int, executable: str
+) -> tuple[np.ndarray, int]:
     """``text`` spoken by espeak-ng: (float32 audio, its sample rate)."""
     result = subprocess.run(
         [executable, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text],
-        capture_output=True, timeout=ESPEAK_TIMEOUT_S, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        timeout=ESPEAK_TIMEOUT_S,
+        check=True,
+    )
     return _pcm_from_wav_bytes(result.stdout)
 
 
@@ -73,8 +82,9 @@ def _syllables(word: str) -> list[str]:
     return vowels or ["a"]
 
 
-def formant_speech(text: str, sample_rate: int, rng: np.random.Generator,
-                   f0: float = 120.0, rate: float = 1.0) -> np.ndarray:  # fmt: skip
+def formant_speech(
+    text: str, sample_rate: int, rng: np.random.Generator, f0: float = 120.0, rate: float = 1.0
+) -> np.ndarray:
     """Formant-synthesised ``text``: per syllable a consonant burst and a vowel, then a pause
     after each word. ``f0`` is the voice's pitch, ``rate`` its speed (1.0: about 4 syllables/s)."""
     t_ir = np.arange(int(0.03 * sample_rate)) / sample_rate
@@ -84,11 +94,15 @@ def formant_speech(text: str, sample_rate: int, rng: np.random.Generator,
             burst = rng.standard_normal(int(rng.uniform(0.03, 0.06) / rate * sample_rate))
             pieces.append((0.05 * burst * np.hanning(len(burst))).astype(np.float32))
             n = int(rng.uniform(0.12, 0.22) / rate * sample_rate)
-            pitch = f0 * (1 + 0.08 * np.sin(np.linspace(0, np.pi, n)) + 0.02 * rng.standard_normal())
+            pitch = f0 * (
+                1 + 0.08 * np.sin(np.linspace(0, np.pi, n)) + 0.02 * rng.standard_normal()
+            )
             phase = np.cumsum(pitch / sample_rate)
             pulses = np.diff(np.floor(phase), prepend=0.0)  # one pulse per glottal period
-            impulse = sum(np.exp(-np.pi * bw * t_ir) * np.sin(2 * np.pi * f * t_ir)
-                          for f, bw in zip(VOWELS[vowel], BANDWIDTHS))  # fmt: skip
+            impulse = sum(
+                np.exp(-np.pi * bw * t_ir) * np.sin(2 * np.pi * f * t_ir)
+                for f, bw in zip(VOWELS[vowel], BANDWIDTHS)
+            )
             voiced = np.convolve(pulses, impulse)[:n] * np.hanning(n) ** 0.5
             pieces.append((0.5 * voiced / (np.abs(voiced).max() + 1e-9)).astype(np.float32))
         pieces.append(np.zeros(int(rng.uniform(0.05, 0.12) / rate * sample_rate), np.float32))
@@ -97,8 +111,9 @@ def formant_speech(text: str, sample_rate: int, rng: np.random.Generator,
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
-def speak(text: str, sample_rate: int, rng: np.random.Generator, voice: int = 0,
-          engine: str = "auto") -> tuple[np.ndarray, str]:  # fmt: skip
+def speak(
+    text: str, sample_rate: int, rng: np.random.Generator, voice: int = 0, engine: str = "auto"
+) -> tuple[np.ndarray, str]:
     """``text`` as float32 audio at ``sample_rate`` and the engine that made it.
 
     ``voice`` picks the speaker (espeak voice, speed and pitch; or the formant voice's pitch
@@ -112,8 +127,13 @@ def speak(text: str, sample_rate: int, rng: np.random.Generator, voice: int = 0,
         raise RuntimeError("engine='espeak' but neither espeak-ng nor espeak is installed")
     if executable is not None:
         try:
-            audio, rate = espeak(text, VOICES[voice % len(VOICES)], 150 + 7 * (voice % 6),
-                                 35 + 9 * (voice % 5), executable)  # fmt: skip
+            audio, rate = espeak(
+                text,
+                VOICES[voice % len(VOICES)],
+                150 + 7 * (voice % 6),
+                35 + 9 * (voice % 5),
+                executable,
+            )
             audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
             peak = float(np.abs(audio).max())
             if peak > 0:

@@ -1,6 +1,7 @@
-"""Padding collate for face sequences: several sequences of different lengths in one batch.
+"""A split's face sequences as a Dataset, and the padding collate that batches them.
 
-The reference implementations train one sequence at a time; here a batch holds ``B``
+:class:`FaceDataset` keeps each sequence's 16 kHz audio in memory and reads its vertices on
+access (memory-mapped, every ``frame_step``-th frame, float32). The reference implementations train one sequence at a time; here a batch holds ``B``
 sequences, right-padded with zeros, with masks that say which positions are real::
 
     {"audio": float32 (B, S_max), "audio_mask": bool (B, S_max),       # 16 kHz samples
@@ -14,10 +15,63 @@ sequences, right-padded with zeros, with masks that say which positions are real
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
+from datamodules.face_readers import load_vertices
+
+
+@dataclass
+class FaceSequence:
+    """One sequence of a split: where it is, its audio (16 kHz) and frame count as delivered."""
+
+    name: str
+    subject: str
+    sentence: int
+    vertices_path: Path
+    audio: np.ndarray
+    frames: int
+    text: str
+
+
+class FaceDataset(Dataset):
+    """A split's sequences; vertices are read on access from the memory-mapped files."""
+
+    def __init__(
+        self,
+        sequences: list[FaceSequence],
+        templates: dict[str, np.ndarray],
+        train_subjects: list[str],
+        frame_step: int,
+    ) -> None:
+        self.sequences = sequences
+        self.templates = templates
+        self.style = {s: i for i, s in enumerate(train_subjects)}
+        self.frame_step = frame_step
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        seq = self.sequences[index]
+        vertices = load_vertices(seq.vertices_path, self.frame_step, seq.frames)
+        return {
+            "audio": seq.audio,
+            "vertices": vertices,
+            "template": self.templates[seq.subject],
+            "style": self.style.get(seq.subject, -1),
+            "subject": seq.subject,
+            "text": seq.text,
+            "name": seq.name,
+        }
+
+    def lengths(self) -> list[int]:
+        return [seq.frames for seq in self.sequences]
 
 
 def _pad(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
