@@ -267,7 +267,6 @@ def read_split(dataset: str, root: str | Path, split: str, download: bool = Fals
             labels = torch.from_numpy(ds.labels.astype(np.int64))
             classes = list(getattr(ds, "classes", STL10_CLASSES))
     except (OSError, RuntimeError) as exc:  # download failures, torchvision's corrupt-file check
-        raise DataError(
-            f"{fmt.name} in {folder}: {exc}; put {fmt.contents} there yourself"
-        ) from None
+        doing = f"could not download {fmt.name} into {holding}" if download else fmt.name
+        raise DataError(f"{doing} ({exc}): put {fmt.contents} in {folder}/ yourself") from None
     return ImageArrays(images, labels, classes, folder, bool(ds.official))

@@ -7,11 +7,13 @@ import pickle
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.error import URLError
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import datasets
 
 from datamodules.errors import DataError
 from datamodules.image_readers import CIFAR10Files, STL10Files, read_split
@@ -180,6 +182,23 @@ def test_missing_folder_says_what_to_put_where(tmp_path: Path) -> None:
     assert "data_batch_1" in message and "batches.meta" in message
     with pytest.raises(DataError, match=r"train_X\.bin.*stl10_binary/.*data\.download=true"):
         module(tmp_path, dataset="stl10")
+
+
+def test_download_uses_torchvision_only_when_files_are_missing(
+    cifar: SyntheticImages, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def offline(url: str, root: str, **kwargs) -> None:
+        calls.append((url, root))
+        raise URLError("offline")
+
+    monkeypatch.setattr(datasets.cifar, "download_and_extract_archive", offline)
+    assert len(read_split("cifar10", cifar.folder.parent, "train", download=True).images) == 200
+    assert calls == []  # present (if not official) files are used as they are
+    with pytest.raises(DataError, match=r"could not download CIFAR-10 into .*offline.*yourself"):
+        read_split("cifar10", tmp_path / "empty", "train", download=True)
+    assert calls == [(datasets.CIFAR10.url, str(tmp_path / "empty"))]
 
 
 def test_partly_missing_files_are_named(cifar: SyntheticImages, tmp_path: Path) -> None:
