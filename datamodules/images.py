@@ -296,7 +296,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def write_preview(self, out_dir: Path, per_class: int = 8) -> list[Path]:
         """Write one PNG per split (``train.png``, ``val.png``): a row of ``per_class`` images
-        per class (the first of each in the split), as the model gets them, denormalised."""
+        per class (the first of each in the split), as the model gets them, denormalised;
+        images under 64 px are enlarged by an integer factor (nearest neighbour) to be seen."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -311,7 +312,11 @@ class ImageDataModule(L.LightningDataModule):
                     if pad:
                         rows.append(self.normalize_images(torch.ones(pad, *self.image_shape)))
             path = out_dir / f"{name}.png"
-            save_image(self.denormalize(torch.cat(rows)), path, nrow=per_class, padding=2)
+            grid = self.denormalize(torch.cat(rows))
+            zoom = max(1, 64 // self.image_size)
+            if zoom > 1:
+                grid = torch.nn.functional.interpolate(grid, scale_factor=zoom, mode="nearest")
+            save_image(grid, path, nrow=per_class, padding=2)
             paths.append(path)
         return paths
 

@@ -406,3 +406,13 @@ def test_write_preview_pngs(stl: SyntheticImages, tmp_path: Path) -> None:
         Image.fromarray(stl.train_images[first_of_lowest_class]).resize((48, 48), Image.BILINEAR)
     )
     assert np.abs(first.astype(int) - expected).max() <= 1  # denormalised back to the pixels
+
+
+def test_preview_enlarges_small_images(cifar: SyntheticImages, tmp_path: Path) -> None:
+    dm = module(cifar.folder)
+    (path,) = dm.write_preview(tmp_path, per_class=4)[:1]
+    with Image.open(path) as grid:
+        assert grid.size == (4 * 66 + 2, 10 * 66 + 2)  # 32 px shown at 64 px
+        tile = np.asarray(grid.convert("RGB"))[2:66, 2:66]
+    first = int(np.flatnonzero(cifar.train_labels[:100] == 0)[0])
+    assert np.array_equal(tile[::2, ::2], cifar.train_images[first])
