@@ -127,6 +127,8 @@ class FaceFolder:
                 warnings.warn(message, stacklevel=4)
             return None
         stored = len(readers.open_vertices(vertices_path, self.template(subject).size))
+        if stored == 0:
+            raise DataError(f"sequence {name}: {vertices_path} has no frames")
         if name not in self._audio:
             self._audio[name] = readers.read_audio(wav)
         audio, info = self._audio[name]
@@ -136,7 +138,8 @@ class FaceFolder:
                 f"sequence {name}: the audio lasts {info.seconds:.3f} s ({wav}) but the vertices "
                 f"{vertex_seconds:.3f} s ({stored} frames at {file_fps} fps, {vertices_path}); "
                 f"they may differ by at most data.length_tolerance={self.length_tolerance:g} "
-                f"frame(s) at {fps} fps"
+                f"frame(s) at {fps} fps (raise it if such files are known to be good: the "
+                "model aligns audio and frames)"
             )
         frames = math.ceil(stored / self.protocol.frame_step)
         if self.max_seconds is not None and frames > self.max_seconds * fps:

@@ -87,11 +87,11 @@ def write_preview(dm: FaceDataModule, out_dir: Path) -> list[Path]:
     grid = fig.add_gridspec(2, 2, height_ratios=[3, 1.4])
     for col, (axis, label) in enumerate(((0, "x (front view)"), (2, "z (side view)"))):
         ax = fig.add_subplot(grid[0, col])
-        ax.scatter(template[:, axis], template[:, 1], s=1, c="0.75", linewidths=0)
+        ax.scatter(template[:, axis], template[:, 1], s=3, c="0.7", linewidths=0)
         ax.scatter(
             template[upper, axis],
             template[upper, 1],
-            s=2,
+            s=8,
             c="tab:blue",
             linewidths=0,
             label=f"upper face: {upper_text}",
@@ -99,7 +99,7 @@ def write_preview(dm: FaceDataModule, out_dir: Path) -> list[Path]:
         ax.scatter(
             template[lips, axis],
             template[lips, 1],
-            s=2,
+            s=8,
             c="tab:red",
             linewidths=0,
             label=f"lips: {lip_text}",

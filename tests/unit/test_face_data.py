@@ -299,3 +299,10 @@ def test_no_warning_for_a_clean_set() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         biwi_dm().setup("fit")
+
+
+def test_a_vertices_file_without_frames(tmp_path: Path) -> None:
+    root = copy_of(biwi(), tmp_path / "biwi")
+    path = root / "vertices_npy" / "F2_e01.npy"
+    np.save(path, np.load(path)[:0])
+    _setup_error(root, r"sequence F2_e01: .*F2_e01.npy has no frames")
