@@ -295,6 +295,7 @@ def test_search_split_by_index(cifar: SyntheticImages) -> None:
         index[im.tobytes()] for images, _ in dm.arch_dataloader() for im in as_uint8(dm, images)
     ]
     assert sorted(arch) == list(range(100, 200))  # the second half: disjoint, union = all
+    assert [i - 100 for i in arch] != seen  # its own permutation (seed + 1), not the first half's
 
 
 def test_drop_last_and_batch_size_above_half(cifar: SyntheticImages) -> None:
