@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from datamodules.errors import DataError
 from datamodules.face import FaceDataModule, FaceDataOptions
-from datamodules.face_prepare import prepare_vocaset
+from datamodules.synthetic.face import ensure_synthetic_voca
 from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig
 from experiments.registry import RunContext, SystemSpec
 from experiments.trainer import env_rank
@@ -37,7 +37,7 @@ class DualTalkerDataConfig(FaceDataOptions):
     """The face data (``datamodules.face``); ``generate`` writes the synthetic data set."""
 
     # true: when data.root holds no data yet, write the synthetic talking heads in the VOCASET
-    # release format into <root>-release and convert them into root (make prepare-voca's code)
+    # release format and convert them into root (make prepare-voca's code)
     generate: bool = False
     speech: str = "auto"  # generated audio: espeak-ng (auto: when installed) or formant speech
 
@@ -99,27 +99,10 @@ def validate(cfg: DictConfig) -> None:
 # ------------------------------------------------------------------------------ data
 
 
-def ensure_synthetic_voca(root: str | Path, speech: str = "auto", seed: int = 0) -> Path:
-    """The synthetic talking heads in the FaceFormer layout at ``root``: written (VOCASET release
-    files in ``<root>-release``, then converted as ``make prepare-voca`` does) unless ``root``
-    already holds a converted data set."""
-    from datamodules.synthetic.face import write_synthetic_voca_release
-
-    root = Path(root)
-    if (root / "wav").is_dir() and (root / "templates.pkl").is_file():
-        return root
-    release = root.with_name(root.name + "-release")
-    if not (release / "subj_seq_to_idx.pkl").is_file():
-        print(f"writing the synthetic VOCASET release into {release} ...", flush=True)
-        write_synthetic_voca_release(release, seed=seed, engine=speech)
-    prepare_vocaset(release, root, overwrite=True)
-    return root
-
-
 def datamodule(cfg: DictConfig, checkpoint: dict | None = None) -> FaceDataModule:
     """The face datamodule of ``cfg.data`` (the synthetic set written first if asked)."""
     if cfg.data.generate and env_rank() == 0:
-        ensure_synthetic_voca(cfg.data.root, cfg.data.speech)
+        ensure_synthetic_voca(cfg.data.root, engine=cfg.data.speech)
     return FaceDataModule.from_options(cfg.data, seed=cfg.seed)
 
 

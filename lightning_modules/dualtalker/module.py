@@ -220,13 +220,16 @@ class DualTalkerModule(L.LightningModule):
                 metrics["fdd"].update(vertices, target, template, mask)
             if write:
                 names = [batch["name"][int(i)] for i in idx]
-                self.write_predictions(names, conditions, vertices, mask)
+                folder = Path(self.trainer.default_root_dir) / "predictions"
+                self.write_predictions(folder, names, conditions, vertices, mask)
 
-    def write_predictions(self, names: list[str], conditions: list[str], vertices: torch.Tensor,
-                          frame_mask: torch.Tensor) -> None:  # fmt: skip
-        """``<run folder>/predictions/<subject>_<sentence>_condition_<c>.npy``: (T, V*3) float32
-        absolute vertices, the real frames only (CodeTalker's layout; every rank its own)."""
-        folder = Path(self.trainer.default_root_dir) / "predictions"
+    @staticmethod
+    def write_predictions(
+        folder: Path, names: list[str], conditions: list[str], vertices: torch.Tensor,
+        frame_mask: torch.Tensor,
+    ) -> None:  # fmt: skip
+        """``folder/<subject>_<sentence>_condition_<c>.npy``: (T, V*3) float32 absolute vertices,
+        the real frames only (CodeTalker's layout; under DDP every rank writes its own)."""
         folder.mkdir(parents=True, exist_ok=True)
         for name, condition, v, m in zip(names, conditions, vertices, frame_mask):
             array = v[m].reshape(int(m.sum()), -1).float().cpu().numpy()

@@ -4,7 +4,7 @@
 VOCASET *release* files (formant speech: fast and without espeak-ng) and converts them with
 ``make prepare-voca``'s code, so every DualTalker test reads the real on-disk layout: 4 training
 speakers with sentences 1, 2, 21, 22, one unseen validation and one unseen test speaker with
-21, 22 (2 sequences each), a 962-vertex head in metres, about 2 s of audio per sentence.
+21, 22 (2 sequences each), a 1442-vertex head in metres, about 2 s of audio per sentence.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.face_prepare import prepare_vocaset
-from datamodules.synthetic.face import VOCA_SUBJECTS, write_synthetic_voca_release
+from datamodules.synthetic.face import VOCA_SUBJECTS, ensure_synthetic_voca
 
 SENTENCES = (1, 2, 21, 22)
 _WRITTEN: dict[str, Path] = {}
@@ -44,11 +43,8 @@ TINY = [
 
 
 def write_synthetic_voca(root: Path) -> Path:
-    """Release files in ``root/release``, converted into ``root/vocaset`` (returned)."""
-    release = write_synthetic_voca_release(root / "release", sentences=SENTENCES, seed=0,
-                                           engine="formant")  # fmt: skip
-    prepare_vocaset(release, root / "vocaset")
-    return root / "vocaset"
+    """The converted data set in ``root/vocaset`` (returned)."""
+    return ensure_synthetic_voca(root / "vocaset", sentences=SENTENCES, seed=0, engine="formant")
 
 
 @pytest.fixture(scope="session")
