@@ -130,3 +130,11 @@ def test_default_sets_in_the_layouts(tmp_path: Path) -> None:
         tmp_path / "r", ["FaceTalk_170811_03275_TA"], [21], engine="formant"
     )
     assert set(_load(out / "subj_seq_to_idx.pkl")["FaceTalk_170811_03275_TA"]) == {"sentence21"}
+
+
+def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from datamodules.synthetic.__main__ import main
+
+    main(["face", "--format", "biwi", "--out", str(tmp_path / "b"), "--engine", "formant"])
+    assert "regions" in capsys.readouterr().out
+    assert len(list((tmp_path / "b" / "wav").iterdir())) == 4 * 8  # default subjects, sentences
