@@ -269,6 +269,7 @@ class FaceDataModule(L.LightningDataModule):
             collate_fn=collate_faces,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,8 +1,9 @@
 """A split's face sequences as a Dataset, and the padding collate that batches them.
 
 :class:`FaceDataset` keeps each sequence's 16 kHz audio in memory and reads its vertices on
-access (memory-mapped, every ``frame_step``-th frame, float32). The reference implementations train one sequence at a time; here a batch holds ``B``
-sequences, right-padded with zeros, with masks that say which positions are real::
+access (memory-mapped, every ``frame_step``-th frame, float32). The reference implementations
+train one sequence at a time; here a batch holds ``B`` sequences, right-padded with zeros,
+with masks that say which positions are real::
 
     {"audio": float32 (B, S_max), "audio_mask": bool (B, S_max),       # 16 kHz samples
      "vertices": float32 (B, T_max, V*3), "frame_mask": bool (B, T_max),
@@ -76,7 +77,7 @@ class FaceDataset(Dataset):
 
 def _pad(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(a) for a in arrays])
-    width = int(lengths.max()) if len(arrays) else 0
+    width = int(lengths.max())
     out = torch.zeros((len(arrays), width, *arrays[0].shape[1:]), dtype=torch.float32)
     for row, array in enumerate(arrays):
         out[row, : len(array)] = torch.from_numpy(np.asarray(array, dtype=np.float32))

@@ -107,7 +107,9 @@ def _audio_of(raw: Any, path: Path) -> dict[tuple[str, str], tuple[np.ndarray, i
         raise DataError(f"{path}: expected {{subject: {{sentence: {{'audio', 'sample_rate'}}}}}}")
     out: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
     for subject, sequences in raw.items():
-        for sentence, entry in sequences.items() if isinstance(sequences, dict) else ():
+        if not isinstance(sequences, dict):
+            raise DataError(f"{path}: the entry of subject {subject!r} is not a dict of sentences")
+        for sentence, entry in sequences.items():
             where = f"{path}: {subject}/{sentence}"
             if not isinstance(entry, dict) or "audio" not in entry or "sample_rate" not in entry:
                 raise DataError(f"{where}: expected a dict with 'audio' and 'sample_rate'")
