@@ -128,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _is_rank_zero():
             for split, info in summary["splits"].items():
                 labels = ", ".join(f"{k} {v}" for k, v in (info.get("labels") or {}).items())
-                print(f"{split:<12} {info['size']:>8} examples   {labels}")
+                # sequence data (faces) also reports its frames and seconds per split
+                extra = "".join(f"   {info[k]} {k}" for k in ("frames", "seconds") if k in info)
+                print(f"{split:<12} {info['size']:>8} examples{extra}   {labels}")
             print(f"preview: {out_dir}")
             print(json.dumps(summary, sort_keys=True))
         return 0
