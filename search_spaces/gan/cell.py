@@ -4,15 +4,18 @@ A mixed edge holds every candidate op and returns ``sum_o w_o * op_o(x)`` with
 ``w = softmax(α_edge)`` (DARTS' continuous relaxation); given an ``index`` it runs only
 that op (the discrete path used for sample grids).
 
-**Fused normal edge.** The three plain convolutions of a normal edge (1x1, 3x3, 5x5, each
-with a bias) all read the same ``ReLU(x)``, so by linearity their weighted sum is **one**
-5x5 convolution whose kernel is the α-weighted sum of the three kernels zero-padded to 5x5,
-and whose bias is the α-weighted sum of the biases.  The three kernels stay separate
-parameters (the parameter count and the state dict do not change); the sum is formed at
-every forward, so autograd gives each kernel and each α its exact gradient.  It saves
-10 of the 35 multiply-adds per pixel that the three convolutions cost, in the forward and in
-both backward convolutions.  ``fused=False`` runs the literal per-op sum.  The separable
-convolutions are not fused: each has BatchNorm between its convolutions.
+**Fused edges** (``fused=True``, the default; ``fused=False`` runs the literal per-op sum,
+with the same parameters, outputs and gradients to float rounding).  The three plain
+convolutions of a normal edge (1x1, 3x3, 5x5, each with a bias) all read the same
+``ReLU(x)``, so by linearity their weighted sum is **one** 5x5 convolution whose kernel is
+the α-weighted sum of the three kernels zero-padded to 5x5, and whose bias is the α-weighted
+sum of the biases.  The kernels stay separate parameters (parameter count and state dict
+unchanged); the sum is formed at every forward, so autograd gives each kernel and each α its
+exact gradient.  That saves 10 of the 35 multiply-adds per pixel of the three convolutions,
+in the forward and in both backward convolutions.  The separable convolutions stay separate
+(each has BatchNorm between its convolutions) but share the edge's one ``ReLU(x)``.  On an
+up-sampling edge the op weights are folded into the smaller side (kernel, interpolation
+input) and, at 2x, nearest into the deconv kernel (see :class:`MixedUp`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from search_spaces.gan.ops import CONV_OPS, NORMAL_OPS, UP_OPS, build_normal_op,
 __all__ = ["MixedNormal", "MixedUp", "SearchCell"]
 
 _NUM_CONV = len(CONV_OPS)  # the plain convolutions come first in NORMAL_OPS
+_KMAX = max(CONV_OPS.values())
 assert tuple(NORMAL_OPS[:_NUM_CONV]) == tuple(CONV_OPS)
+assert tuple(UP_OPS) == ("deconv", "nearest", "bilinear")
 
 
 class MixedNormal(nn.Module):
@@ -41,14 +46,14 @@ class MixedNormal(nn.Module):
         self.ops = nn.ModuleList(
             build_normal_op(name, channels, affine=False) for name in NORMAL_OPS
         )
-        self._pads = [(max(CONV_OPS.values()) - k) // 2 for k in CONV_OPS.values()]
+        self._pads = [(_KMAX - k) // 2 for k in CONV_OPS.values()]
 
-    def fused_conv(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``sum_{i<3} w_i * conv_i(ReLU(x))`` as one 5x5 convolution."""
+    def fused_conv(self, r: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``sum_{i<3} w_i * conv_i(r)`` (``r = ReLU(x)``) as one 5x5 convolution."""
         convs = [op.conv for op in self.ops[:_NUM_CONV]]
         kernel = sum(w * F.pad(c.weight, [p] * 4) for w, c, p in zip(weights, convs, self._pads))
         bias = sum(w * c.bias for w, c in zip(weights, convs))
-        return F.conv2d(F.relu(x), kernel, bias, padding=max(CONV_OPS.values()) // 2)
+        return F.conv2d(r, kernel, bias, padding=_KMAX // 2)
 
     def forward(
         self, x: torch.Tensor, weights: torch.Tensor | None, index: int | None = None
@@ -58,17 +63,25 @@ class MixedNormal(nn.Module):
             return out if weights is None else weights[index] * out
         if not self.fused:
             return sum(w * op(x) for w, op in zip(weights, self.ops))
-        out = self.fused_conv(x, weights[:_NUM_CONV])
+        r = F.relu(x)  # shared by all six ops
+        out = self.fused_conv(r, weights[:_NUM_CONV])
         for w, op in zip(weights[_NUM_CONV:], self.ops[_NUM_CONV:]):
-            out = out + w * op(x)
+            out = out + w * op.forward_rectified(r)
         return out
 
 
 class MixedUp(nn.Module):
-    """An up-sampling edge (2x, or 4x for ``times=2``: each op applied twice, shared weights)."""
+    """An up-sampling edge (2x, or 4x for ``times=2``: each op applied twice, shared weights).
 
-    def __init__(self, channels: int, times: int = 1) -> None:
+    Fused (same maths, less work at the output size): each op's weight is folded into the
+    smaller side (the deconv kernel, the interpolation input) and, at 2x, nearest is folded
+    into the deconv, since nearest 2x is the stride-2 transposed convolution with the
+    identity 2x2 kernel.
+    """
+
+    def __init__(self, channels: int, times: int = 1, fused: bool = True) -> None:
         super().__init__()
+        self.times, self.fused = times, fused
         self.ops = nn.ModuleList(build_up_op(name, channels, times) for name in UP_OPS)
 
     def forward(
@@ -77,7 +90,17 @@ class MixedUp(nn.Module):
         if index is not None:
             out = self.ops[index](x)
             return out if weights is None else weights[index] * out
-        return sum(w * op(x) for w, op in zip(weights, self.ops))
+        if not self.fused:
+            return sum(w * op(x) for w, op in zip(weights, self.ops))
+        deconv, nearest, bilinear = self.ops
+        if self.times == 1:
+            w, b = deconv.deconv.weight, deconv.deconv.bias
+            eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)[:, :, None, None]
+            kernel = weights[0] * w + weights[1] * eye.expand_as(w)
+            out = F.conv_transpose2d(x, kernel, weights[0] * b, stride=2)
+        else:
+            out = deconv(x, weights[0]) + nearest(x, weights[1])
+        return out + bilinear(x, weights[2])
 
 
 class SearchCell(nn.Module):
@@ -92,9 +115,11 @@ class SearchCell(nn.Module):
     def __init__(self, cell: int, channels: int, fused: bool = True) -> None:
         super().__init__()
         self.cell = cell
-        self.up = nn.ModuleList(MixedUp(channels) for _ in range(NUM_UP))
+        self.up = nn.ModuleList(MixedUp(channels, fused=fused) for _ in range(NUM_UP))
         self.normal = nn.ModuleList(MixedNormal(channels, fused) for _ in range(NUM_NORMAL))
-        self.skip = nn.ModuleList(MixedUp(channels, times=cell - src) for src in SKIP_SOURCES[cell])
+        self.skip = nn.ModuleList(
+            MixedUp(channels, times=cell - src, fused=fused) for src in SKIP_SOURCES[cell]
+        )
 
     def forward(
         self,

@@ -79,6 +79,12 @@ class SepConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
 
+    def forward_rectified(self, r: torch.Tensor) -> torch.Tensor:
+        """The op on ``r = ReLU(x)`` already computed (ReLU is idempotent: same result)."""
+        for layer in list(self.op)[1:]:
+            r = layer(r)
+        return r
+
 
 class Deconv(nn.Module):
     """ConvTranspose2d(C, C, 2, stride 2), applied ``times`` times with the same weights."""
@@ -88,10 +94,13 @@ class Deconv(nn.Module):
         self.times = times
         self.deconv = nn.ConvTranspose2d(channels, channels, kernel_size=2, stride=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.times):
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * op(x)``, the scale folded into the last application's kernel and bias."""
+        for _ in range(self.times - 1):
             x = self.deconv(x)
-        return x
+        if scale is None:
+            return self.deconv(x)
+        return F.conv_transpose2d(x, scale * self.deconv.weight, scale * self.deconv.bias, stride=2)
 
 
 class Interpolate(nn.Module):
@@ -101,7 +110,10 @@ class Interpolate(nn.Module):
         super().__init__()
         self.mode, self.times = mode, times
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * op(x)``, the scale applied to the (smaller) input: interpolation is linear."""
+        if scale is not None:
+            x = scale * x
         for _ in range(self.times):
             x = F.interpolate(x, scale_factor=2, mode=self.mode)
         return x

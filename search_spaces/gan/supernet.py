@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.gan.cell import SearchCell
+from search_spaces.gan.cell import MixedNormal, MixedUp, SearchCell
 from search_spaces.gan.genotype import (
     ALPHA_ROWS,
     ALPHA_SHAPES,
@@ -65,17 +65,43 @@ def genotype_from_alphas(
 
 
 class GeneratorSupernet(nn.Module):
-    """The continuous generator supernet; ``fused`` selects the fused normal edge (same maths)."""
+    """The continuous generator supernet.
+
+    ``fused`` selects the fused mixed edges (same maths, less work; see
+    :mod:`search_spaces.gan.cell`); it can be switched at any time (``G.fused = False``).
+    ``channels_last`` stores the convolution weights and runs the activations in the
+    channels-last memory format (faster convolutions on CPU and on GPU tensor cores).
+    """
 
     def __init__(
-        self, latent_dim: int = 128, width: int = 256, bottom_width: int = 4, fused: bool = True
+        self,
+        latent_dim: int = 128,
+        width: int = 256,
+        bottom_width: int = 4,
+        fused: bool = True,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.latent_dim, self.width, self.bottom_width = latent_dim, width, bottom_width
+        self.channels_last = channels_last
         self.stem = nn.Linear(latent_dim, bottom_width**2 * width)
         self.cells = nn.ModuleList(SearchCell(c, width, fused) for c in range(1, NUM_CELLS + 1))
         self.to_rgb = ToRGB(width)
         self.alpha = init_alphas()
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @property
+    def fused(self) -> bool:
+        return all(m.fused for m in self._edges())
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        for m in self._edges():
+            m.fused = value
+
+    def _edges(self) -> Iterator[MixedNormal | MixedUp]:
+        return (m for m in self.modules() if isinstance(m, (MixedNormal, MixedUp)))
 
     @property
     def image_size(self) -> int:
@@ -128,6 +154,8 @@ class GeneratorSupernet(nn.Module):
                 )
             weights = {k: F.softmax(raw[k], dim=-1) for k in ALPHA_SHAPES}
         h = self.stem(z).view(-1, self.width, self.bottom_width, self.bottom_width)
+        if self.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
         node1s: list[torch.Tensor] = []
         for c, cell in enumerate(self.cells, start=1):
             kinds = ("up", "normal", "skip")

@@ -10,6 +10,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.gan import (
@@ -171,17 +172,21 @@ def test_x4_skip_applies_one_deconv_twice():
     G = tiny()
     skip = G.cells[2].skip[0].ops[UP_OPS.index("deconv")]
     assert isinstance(skip, Deconv) and skip.times == 2
+    assert count(skip.parameters()) == 8 * 8 * 4 + 8  # a single ConvTranspose2d
+    G.fused = False
     calls = []
     skip.deconv.register_forward_hook(lambda m, i, o: calls.append(o.shape[-1]))
     G(torch.randn(2, 16))
     assert calls == [8, 16]  # cell 1's node1 is 4x4 (bw 2): 4 -> 8 -> 16, the same module
-    assert count(skip.parameters()) == 8 * 8 * 4 + 8
+    x, s = torch.randn(2, 8, 4, 4), torch.tensor(0.3)
+    w, b = skip.deconv.weight, skip.deconv.bias
+    twice = F.conv_transpose2d(F.conv_transpose2d(x, w, b, stride=2), w, b, stride=2)
+    torch.testing.assert_close(skip(x), twice)
+    torch.testing.assert_close(skip(x, s), s * twice)  # the fused edge's folded weight
     g = load_genotype("alphagan_s").retarget(2)  # cell3.skip0 = deconv (x4)
     net = Generator(g, latent_dim=16, width=8)
-    assert (
-        net.cells[2].skip[0].times == 2
-        and count(net.cells[2].skip[0].parameters()) == 8 * 8 * 4 + 8
-    )
+    assert net.cells[2].skip[0].times == 2
+    assert count(net.cells[2].skip[0].parameters()) == 8 * 8 * 4 + 8
 
 
 @pytest.mark.parametrize("bottom_width", [4, 6])
