@@ -258,7 +258,7 @@ class DualTalkerModule(L.LightningModule):
             return
         lips = None if self.lips is None else self.lips.cpu().numpy()
         figure = vertex_error_figure(template, per_vertex.cpu().numpy(), lips,
-                                     title=f"{stage} per-vertex error, epoch {self.current_epoch}")  # fmt: skip
+                                     title=f"{stage} per-vertex error" + (f", epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else ""))  # fmt: skip
         media_logger(self.trainer).log_image(f"{stage}/vertex_error", figure)
 
     def _plot_template(self) -> np.ndarray | None:

@@ -60,15 +60,16 @@ def vertex_error_figure(
     unit: str = "",
 ) -> Figure:
     """``errors`` (V,) on the template's vertices (V, 3) or (V*3,): front (x, y) and side
-    (z, y) views coloured on a log scale (brightest = largest error), lip set outlined."""
+    (z, y) views coloured on a log scale over four decades below the largest error (brightest),
+    lip set outlined."""
     verts = np.asarray(template, dtype=np.float64).reshape(-1, 3)
     err = np.asarray(errors, dtype=np.float64).reshape(-1)
     if len(err) != len(verts):
         raise ValueError(f"{len(err)} errors for a template of {len(verts)} vertices")
-    positive = err[err > 0]
-    floor = positive.min() if positive.size else 1e-12
+    top = err.max() if err.size and err.max() > 0 else 1e-12
+    floor = top * 1e-4  # four decades: vertices that barely move do not stretch the scale
     shown = np.clip(err, floor, None)
-    norm = LogNorm(vmin=floor, vmax=max(shown.max(), floor * 10))
+    norm = LogNorm(vmin=floor, vmax=top)
     order = np.argsort(shown)  # largest errors drawn last, on top
     fig = Figure(figsize=(9.0, 4.4), dpi=100)
     FigureCanvasAgg(fig)
