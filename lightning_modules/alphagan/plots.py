@@ -101,11 +101,12 @@ def genotype_figure(genotype: Genotype, title: str = "genotype") -> Figure:
                     bbox={"boxstyle": "circle,pad=0.25", "fc": "white", "ec": "black"})  # fmt: skip
     skips = [("cell2.skip0", 0, 1, "×2"), ("cell3.skip0", 0, 2, "×4"), ("cell3.skip1", 1, 2, "×2")]
     for i, (name, src, dst, factor) in enumerate(skips):
-        x0, x1, y = 1.3 + 4.2 * src, 3.6 + 4.2 * dst, 1.25 + 0.3 * i
-        ax.annotate("", xy=(x1, 0.15), xytext=(x0, 0.95),
-                    arrowprops={"arrowstyle": "->", "color": "#999999", "lw": 0.9,
-                                "connectionstyle": f"bar,fraction={0.08 + 0.05 * i}"})  # fmt: skip
-        ax.text((x0 + x1) / 2, y, f"{name}: {e[name]} {factor}", ha="center", fontsize=7,
+        (x0, y0), (x1, y1) = (1.3 + 4.2 * src, 0.95), (3.6 + 4.2 * dst, 0.18)
+        rad = -0.22 if dst - src == 1 else -0.16
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops={"arrowstyle": "->", "color": "#999999", "lw": 0.9, "ls": "--",
+                                "connectionstyle": f"arc3,rad={rad}"})  # fmt: skip
+        ax.text((x0 + x1) / 2, 1.35 + 0.22 * i, f"{name}: {e[name]} {factor}", ha="center", fontsize=7,
                 bbox={"boxstyle": "round,pad=0.2", "fc": OP_COLORS.get(e[name], "white"), "ec": "none"})  # fmt: skip
     ax.text(12.4, -1.4, f"bottom width {genotype.bottom_width}", ha="right", fontsize=7)
     ax.set_title(title, fontsize=9)

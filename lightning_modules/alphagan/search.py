@@ -139,20 +139,28 @@ class AlphaGANSearch(L.LightningModule):
         return self.search_cfg.gen_batch_size or real.shape[0]
 
     # -------------------------------------------------------------- weight phase
+    def d_loss(self, real: torch.Tensor) -> torch.Tensor:
+        """The hinge D loss on ``real`` against G's samples, drawn without G's graph."""
+        with torch.no_grad():  # D steps need G's samples, not G's graph
+            fake = self.generator(self.z(real.shape[0]))
+        return d_hinge_loss(self.discriminator(real), self.discriminator(fake))
+
+    def g_loss(self, n: int) -> torch.Tensor:
+        """G's hinge loss ``-mean D(G(z))`` on ``n`` fresh samples."""
+        return g_hinge_loss(self.discriminator(self.generator(self.z(n))))
+
     def training_step(self, batch: Any, batch_idx: int) -> None:
         g_opt, d_opt, _ = self.optimizers()
         real = self._real(batch)
-        with torch.no_grad():  # D steps need G's samples, not G's graph
-            fake = self.generator(self.z(real.shape[0]))
-        d_loss = d_hinge_loss(self.discriminator(real), self.discriminator(fake))
+        n = real.shape[0]
+        d_loss = self.d_loss(real)
         d_opt.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         d_opt.step()
-        n = real.shape[0]
         self.log("train/d_loss", d_loss.detach(), prog_bar=True, batch_size=n)
         if int(self.d_step) % self.search_cfg.n_critic == 0:
             with self.toggled_optimizer(g_opt):  # D and α get no gradient from the G step
-                g_loss = g_hinge_loss(self.discriminator(self.generator(self.z(self._gen_batch(real)))))
+                g_loss = self.g_loss(self._gen_batch(real))
                 g_opt.zero_grad(set_to_none=True)
                 self.manual_backward(g_loss)
                 g_opt.step()
@@ -206,21 +214,29 @@ class AlphaGANSearch(L.LightningModule):
         return duality_gap(self.generator, self.discriminator, lambda z: g_w(z, alphas=live), d_w,
                            real, z_minmax, z_maxmin, maxmin_grad=live is not None)  # fmt: skip
 
+    def alpha_step(self, real: torch.Tensor, optimizer: Any) -> DualityGap:
+        """One α step on the duality gap of ``real``: the gap's gradient alone reaches α
+        (``torch.autograd.grad``), averaged over ranks, then ``optimizer.step()``."""
+        n, alphas = real.shape[0], self.generator.alphas()
+        gap = self.gap_terms(real, self.z(n), self.z(n))
+        grads = torch.autograd.grad(gap.gap, alphas)
+        optimizer.zero_grad(set_to_none=True)
+        set_gradients(alphas, grads)
+        optimizer.step()
+        return gap
+
     def _arch_phase(self) -> None:
         *_, a_opt = self.optimizers()
-        s, alphas, gaps = self.search_cfg, self.generator.alphas(), []
+        s, gaps = self.search_cfg, []
         with self._progress(self.steps.arch_steps, f"epoch {self.current_epoch}: α steps") as bar:
             for _ in range(self.steps.arch_steps):
                 real = self._next_arch_batch()
-                n = real.shape[0]
-                with torch.set_grad_enabled(s.update_alphas):
-                    gap = self.gap_terms(real, self.z(n), self.z(n))
-                if s.update_alphas:  # the gap's gradient alone: nothing else reaches α
-                    grads = torch.autograd.grad(gap.gap, alphas)
-                    a_opt.zero_grad(set_to_none=True)
-                    set_gradients(alphas, grads)
-                    a_opt.step()
+                if s.update_alphas:
+                    gap = self.alpha_step(real, a_opt)
                     self.arch_step += 1
+                else:  # α frozen: the gap is only watched
+                    with torch.no_grad():
+                        gap = self.gap_terms(real, self.z(real.shape[0]), self.z(real.shape[0]))
                 gaps.append(torch.stack([t.detach() for t in gap]))
                 bar.update()
         self.worst.release()
