@@ -233,6 +233,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--reference", dest="reference", action="store_true", default=None,
                         help="time the reference in this run (default: when PEER_SRC is set)")  # fmt: skip
     parser.add_argument("--no-reference", dest="reference", action="store_false")
+    parser.add_argument("--networks", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="the networks of the standalone section")  # fmt: skip
+    parser.add_argument("--reference-only", action="store_true",
+                        help="only the side-by-side section (its suite steps are the FaceFormer "
+                        "configuration's)")  # fmt: skip
     parser.add_argument("--out", default="benchmarks/results/dualtalker.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -249,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "results": []}  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for variant in VARIANTS:
+    for variant in [] if args.reference_only else args.networks:
         for mode in ("teacher_forcing", "autoregressive"):
             for batch in (1, args.batch):
                 entry = bench_entry(variant, mode, batch, args.warmup, args.steps)
