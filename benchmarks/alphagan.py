@@ -51,7 +51,9 @@ RESULTS = Path(__file__).parent / "results" / "alphagan.json"
 BATCH, PAPER_BATCH, EPOCHS = 16, 64, 99
 
 
-def build(width: int, device: str, channels_last: bool = True, fused: bool = True) -> AlphaGANSearch:
+def build(
+    width: int, device: str, channels_last: bool = True, fused: bool = True
+) -> AlphaGANSearch:
     model = {"width": width, "d_width": 128, "latent_dim": 128, "bottom_width": 4,
              "channels_last": channels_last}  # fmt: skip
     module = AlphaGANSearch(model=model, search={"eval_every": 0, "plots": False},
@@ -152,7 +154,9 @@ def bench_width(width: int, device: str, warmup: int, reps: int, **kw) -> dict:
         times = time_it(fn, warmup, reps, device)
         medians[name] = statistics.median(times)
         entry[name] = {"median_s": round(medians[name], 4), "times_s": [round(x, 4) for x in times]}
-        print(f"  width {width} {kw or ''} {name}: {medians[name]:.3f} s", file=sys.stderr, flush=True)
+        print(
+            f"  width {width} {kw or ''} {name}: {medians[name]:.3f} s", file=sys.stderr, flush=True
+        )
     entry["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     entry["projected_full_search"] = projection(medians)
     return entry
@@ -160,11 +164,19 @@ def bench_width(width: int, device: str, warmup: int, reps: int, **kw) -> dict:
 
 def run_reference(widths: list[int], threads: int, reps: int, warmup: int) -> dict:
     if not PEER_SCRIPT.is_file() or not os.environ.get("PEER_SRC"):
-        raise SystemExit(f"--reference needs {PEER_SCRIPT} and PEER_SRC (../shared/peers/README.md, section 1)")
+        raise SystemExit(
+            f"--reference needs {PEER_SCRIPT} and PEER_SRC (../shared/peers/README.md, section 1)"
+        )
     env = {**os.environ, "AG_MODES": "anomaly_off", "AG_WIDTHS": ",".join(map(str, widths)),
            "AG_REPS": str(reps), "AG_WARMUP": str(warmup), "OMP_NUM_THREADS": str(threads)}  # fmt: skip
-    print(f"reference harness {PEER_SCRIPT.name} (widths {widths}, anomaly off) ...", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True, text=True)
+    print(
+        f"reference harness {PEER_SCRIPT.name} (widths {widths}, anomaly off) ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    proc = subprocess.run(
+        [sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"reference harness failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -177,8 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--widths", default="256,64")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--reference", action="store_true", default=bool(os.environ.get("SUITE_BENCH_REFERENCE")))
-    parser.add_argument("--ablate", action="store_true", help="also time channels_last off and unfused Adam")
+    parser.add_argument(
+        "--reference", action="store_true", default=bool(os.environ.get("SUITE_BENCH_REFERENCE"))
+    )
+    parser.add_argument(
+        "--ablate", action="store_true", help="also time channels_last off and unfused Adam"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -191,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     for width in widths:
         report["suite"].append(bench_width(width, args.device, args.warmup, args.reps))
         if args.ablate and args.device == "cpu":
-            report["suite"].append(bench_width(width, args.device, args.warmup, args.reps, channels_last=False))
+            report["suite"].append(
+                bench_width(width, args.device, args.warmup, args.reps, channels_last=False)
+            )
     if "reference" in report:
         ratios = {}
         for entry in report["suite"]:
@@ -208,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         report["speedup_vs_reference_same_session"] = ratios
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in report.items() if k in ("speedup_vs_reference_same_session",)}, indent=2))
+    print(
+        json.dumps(
+            {k: v for k, v in report.items() if k in ("speedup_vs_reference_same_session",)},
+            indent=2,
+        )
+    )
     for entry in report["suite"]:
         print(f"width {entry['width']} {entry['options'] or ''}: weight iteration "
               f"{entry['weight_iteration']['median_s']:.3f} s, α step {entry['alpha_step']['median_s']:.3f} s, "

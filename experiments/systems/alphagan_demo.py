@@ -39,14 +39,19 @@ def sample_distances(ckpt: Path, num_samples: int = 512) -> tuple[float, float]:
         g = torch.Generator().manual_seed(0)
         dim = module.model_cfg.latent_dim
         out.append(float(generator_distance(FeatureDistance(), module.generator, dm.test_dataloader(),
-                                            dm.denormalize, lambda n: torch.randn(n, dim, generator=g),
+                                            dm.denormalize, lambda n, g=g, d=dim: torch.randn(n, d, generator=g),
                                             num_samples)))  # fmt: skip
     return out[0], out[1]
 
 
 def _short(genotype: Genotype) -> str:
-    cells = [f"c{c}: " + "/".join(genotype.normal(c)) + " up " + "/".join(genotype.up(c)) for c in (1, 2, 3)]
-    return "; ".join(cells) + f"; skips {'/'.join(genotype.skips(2))} | {'/'.join(genotype.skips(3))}"
+    cells = [
+        f"c{c}: " + "/".join(genotype.normal(c)) + " up " + "/".join(genotype.up(c))
+        for c in (1, 2, 3)
+    ]
+    return (
+        "; ".join(cells) + f"; skips {'/'.join(genotype.skips(2))} | {'/'.join(genotype.skips(3))}"
+    )
 
 
 def demo(overrides: list[str]) -> DemoResult:

@@ -60,7 +60,9 @@ class AlphaGANSearchConfig(RunConfig):
     search: SearchConfig = field(default_factory=SearchConfig)
     optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(max_epochs=99, num_sanity_val_steps=0, use_distributed_sampler=False)
+        default_factory=lambda: TrainerConfig(
+            max_epochs=99, num_sanity_val_steps=0, use_distributed_sampler=False
+        )
     )
     # No monitor: derive and resume need the final α (and nothing is selected during search).
     checkpoint: CheckpointConfig = field(default_factory=lambda: CheckpointConfig(monitor=None))
@@ -81,10 +83,14 @@ def validate(cfg: DictConfig) -> None:
         )
     s, m, d = cfg.search, cfg.model, cfg.data
     if s.variant not in VARIANTS:
-        raise ConfigError(f"search.variant: expected one of {', '.join(VARIANTS)}, got '{s.variant}'")
+        raise ConfigError(
+            f"search.variant: expected one of {', '.join(VARIANTS)}, got '{s.variant}'"
+        )
     for key in ("inner_steps", "worst_steps", "arch_steps"):
         if s[key] is not None and s[key] < 0:
-            raise ConfigError(f"search.{key} must be >= 0 (or null for variant {s.variant}'s), got {s[key]}")
+            raise ConfigError(
+                f"search.{key} must be >= 0 (or null for variant {s.variant}'s), got {s[key]}"
+            )
     for key, value in (("search.n_critic", s.n_critic), ("model.width", m.width), ("model.d_width", m.d_width),
                        ("model.latent_dim", m.latent_dim), ("model.bottom_width", m.bottom_width),
                        ("data.batch_size", d.batch_size)):  # fmt: skip
@@ -93,7 +99,9 @@ def validate(cfg: DictConfig) -> None:
     if s.gen_batch_size is not None and s.gen_batch_size < 1:
         raise ConfigError(f"search.gen_batch_size must be >= 1 or null, got {s.gen_batch_size}")
     if d.dataset not in IMAGE_SIZES:
-        raise ConfigError(f"data.dataset: expected one of {', '.join(IMAGE_SIZES)}, got '{d.dataset}'")
+        raise ConfigError(
+            f"data.dataset: expected one of {', '.join(IMAGE_SIZES)}, got '{d.dataset}'"
+        )
     size = d.image_size or IMAGE_SIZES[d.dataset]
     if m.bottom_width * 8 != size:
         raise ConfigError(

@@ -102,7 +102,9 @@ class StepCounts(NamedTuple):
 def step_counts(search: SearchConfig) -> StepCounts:
     """The step counts of ``search``: its variant's, with explicit keys taking precedence."""
     if search.variant not in VARIANTS:
-        raise ValueError(f"search.variant must be one of {', '.join(VARIANTS)}, got {search.variant!r}")
+        raise ValueError(
+            f"search.variant must be one of {', '.join(VARIANTS)}, got {search.variant!r}"
+        )
     inner, worst, arch = VARIANTS[search.variant]
     inner = inner if search.inner_steps is None else search.inner_steps
     worst = worst if search.worst_steps is None else search.worst_steps

@@ -30,7 +30,9 @@ class RandomFeatures(nn.Module):
         for stride in (1, 2, 2):
             conv = nn.Conv2d(channels, width, 3, stride=stride, padding=1)
             with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / (9 * channels)) ** 0.5)
+                conv.weight.copy_(
+                    torch.randn(conv.weight.shape, generator=g) * (2.0 / (9 * channels)) ** 0.5
+                )
                 conv.bias.zero_()
             layers += [conv, nn.ReLU()]
             channels = width

@@ -47,7 +47,9 @@ def alpha_history_rows(history: Sequence[Sequence[float]]) -> tuple[list[str], l
     return columns, [[i, *[round(float(v), 6) for v in row]] for i, row in enumerate(history)]
 
 
-def alpha_heatmap(weights: Mapping[str, Sequence[float]], title: str = "softmax(α) per edge") -> Figure:
+def alpha_heatmap(
+    weights: Mapping[str, Sequence[float]], title: str = "softmax(α) per edge"
+) -> Figure:
     """Heatmap of each edge's op probabilities: rows = edges, columns = the normal ops then the
     up-sampling ops (an edge has values only in its own op set's columns)."""
     ops = [*NORMAL_OPS, *UP_OPS]
@@ -81,7 +83,13 @@ def genotype_figure(genotype: Genotype, title: str = "genotype") -> Figure:
     ax.set_axis_off()
     ax.set_xlim(-0.6, 12.6)
     ax.set_ylim(-1.6, 1.9)
-    nodes = {"in": (0.0, 0.0), "n1": (1.3, 0.8), "n2": (2.6, 0.8), "n3": (1.95, -0.8), "n4": (3.6, 0.0)}
+    nodes = {
+        "in": (0.0, 0.0),
+        "n1": (1.3, 0.8),
+        "n2": (2.6, 0.8),
+        "n3": (1.95, -0.8),
+        "n4": (3.6, 0.0),
+    }
     edge_ends = {"up0": ("in", "n1"), "normal0": ("n1", "n2"), "up1": ("in", "n3"),
                  "normal1": ("n2", "n4"), "normal2": ("n3", "n4")}  # fmt: skip
     e = genotype.edges

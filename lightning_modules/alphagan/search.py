@@ -126,7 +126,9 @@ class AlphaGANSearch(L.LightningModule):
                 batch = next(self._arch_iter)
             except StopIteration:
                 if int(self.arch_cursor) == 0:
-                    raise RuntimeError("the arch loader (second half of the data) is empty") from None
+                    raise RuntimeError(
+                        "the arch loader (second half of the data) is empty"
+                    ) from None
                 self._arch_iter = None
                 self.arch_pass += 1
                 self.arch_cursor.zero_()
@@ -197,7 +199,11 @@ class AlphaGANSearch(L.LightningModule):
                 d_losses.append(self.worst.d_step(real, fake))
                 bar.update()
             for _ in range(steps):
-                g_losses.append(self.worst.g_step(self.z(self._gen_batch(real) if steps else 1), self.discriminator))
+                g_losses.append(
+                    self.worst.g_step(
+                        self.z(self._gen_batch(real) if steps else 1), self.discriminator
+                    )
+                )
                 bar.update()
         kw = dict(on_step=False, on_epoch=True, batch_size=1)
         if steps:
@@ -206,7 +212,9 @@ class AlphaGANSearch(L.LightningModule):
         self.log("worst/lr", lr, **kw)
 
     # ------------------------------------------------------- architecture phase
-    def gap_terms(self, real: torch.Tensor, z_minmax: torch.Tensor, z_maxmin: torch.Tensor) -> DualityGap:
+    def gap_terms(
+        self, real: torch.Tensor, z_minmax: torch.Tensor, z_maxmin: torch.Tensor
+    ) -> DualityGap:
         """The duality gap on ``real`` (§2.2): G with its live α against D_w, and G_w (its own
         frozen α, or with ``search.maxmin_alpha_grad`` G's live α) against D."""
         live = dict(self.generator.alpha) if self.search_cfg.maxmin_alpha_grad else None
@@ -246,7 +254,9 @@ class AlphaGANSearch(L.LightningModule):
             self.log("search/duality_gap", gap, prog_bar=True, **kw)
             self.log("search/minmax", minmax, **kw)
             self.log("search/maxmin", maxmin, **kw)
-        self.log("search/arch_step", self.arch_step.float(), on_step=False, on_epoch=True, batch_size=1)
+        self.log(
+            "search/arch_step", self.arch_step.float(), on_step=False, on_epoch=True, batch_size=1
+        )
 
     # -------------------------------------------------------------------- epochs
     def on_train_start(self) -> None:
@@ -260,7 +270,9 @@ class AlphaGANSearch(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         sched = self.lr_schedulers()
         if sched is not None:  # the G-lr drift: epoch e (from 1) runs at the cosine's step e
-            with warnings.catch_warnings():  # stepped before this epoch's optimizer steps, on purpose
+            with (
+                warnings.catch_warnings()
+            ):  # stepped before this epoch's optimizer steps, on purpose
                 warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
                 while sched.last_epoch < self.current_epoch + 1:
                     sched.step()
@@ -270,7 +282,9 @@ class AlphaGANSearch(L.LightningModule):
         self.alpha_history.append([float(v) for e in EDGE_NAMES for v in weights[e]])
         s = self.search_cfg
         if s.eval_every and (self.current_epoch + 1) % s.eval_every == 0:
-            self.log("search/feature_distance", self.sample_distance(s.eval_samples), sync_dist=False)
+            self.log(
+                "search/feature_distance", self.sample_distance(s.eval_samples), sync_dist=False
+            )
         grids = self.sample_grids() if s.plots else None
         if s.plots:
             self._write_figures(grids)
@@ -291,7 +305,11 @@ class AlphaGANSearch(L.LightningModule):
                 v.copy_(buffers[k])
             self.generator.train(was_training)
         dm = self.trainer.datamodule if self._trainer is not None else None
-        to01 = dm.denormalize if dm is not None and hasattr(dm, "denormalize") else lambda x: (x + 1) / 2
+        to01 = (
+            dm.denormalize
+            if dm is not None and hasattr(dm, "denormalize")
+            else lambda x: (x + 1) / 2
+        )
         return {k: sample_grid(to01(v.float())) for k, v in out.items()}
 
     def sample_distance(self, num_samples: int) -> torch.Tensor:
@@ -323,13 +341,19 @@ class AlphaGANSearch(L.LightningModule):
     def configure_optimizers(self) -> Any:
         o, s = self.optim_cfg, self.search_cfg
         betas, fused = tuple(o.betas), o.fused
-        g_opt = torch.optim.Adam(list(self.generator.weights()), lr=o.g_lr, betas=betas, fused=fused)
-        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=o.d_lr, betas=betas, fused=fused)
+        g_opt = torch.optim.Adam(
+            list(self.generator.weights()), lr=o.g_lr, betas=betas, fused=fused
+        )
+        d_opt = torch.optim.Adam(
+            self.discriminator.parameters(), lr=o.d_lr, betas=betas, fused=fused
+        )
         a_opt = torch.optim.Adam(self.generator.alphas(), lr=o.arch_lr, betas=tuple(o.arch_betas),
                                  weight_decay=o.arch_weight_decay, fused=fused)  # fmt: skip
         if not s.g_lr_drift:
             return [g_opt, d_opt, a_opt]
-        drift = torch.optim.lr_scheduler.CosineAnnealingLR(g_opt, T_max=s.drift_t_max, eta_min=s.drift_eta_min)
+        drift = torch.optim.lr_scheduler.CosineAnnealingLR(
+            g_opt, T_max=s.drift_t_max, eta_min=s.drift_eta_min
+        )
         return [g_opt, d_opt, a_opt], [{"scheduler": drift, "interval": "epoch"}]
 
     # ---------------------------------------------------------------- checkpoint

@@ -69,7 +69,9 @@ class WorstCase:
         self._d_opt.step()
         return loss.detach()
 
-    def g_step(self, z: torch.Tensor, discriminator: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def g_step(
+        self, z: torch.Tensor, discriminator: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         """One G_w step: ``-mean D(G_w(z))`` against the current D (its weights untouched)."""
         assert self.generator is not None and self._g_opt is not None
         params = list(self.generator.weights())

@@ -20,7 +20,7 @@ from tests.e2e.test_alphagan_search import gan_data, tiny_search  # noqa: F401 (
 pytestmark = [pytest.mark.ddp]
 
 
-def test_two_process_cpu_search_keeps_alpha_equal_across_ranks(gan_data, tmp_path) -> None:
+def test_two_process_cpu_search_keeps_alpha_equal_across_ranks(gan_data, tmp_path) -> None:  # noqa: F811
     out, cwd = tmp_path / "out", tmp_path / "cwd"
     cwd.mkdir()
     args = tiny_search(out, gan_data, "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2",

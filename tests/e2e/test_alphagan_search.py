@@ -14,16 +14,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from datamodules.synthetic.images import write_synthetic_cifar10
 from experiments.__main__ import cli
-from experiments.checkpoints import load_run
 from experiments.config import ConfigError
 from experiments.run import inspect_data, resolve, run_command, train
-from experiments.systems.alphagan_search import build
-from lightning_modules.alphagan.feature_distance import FeatureDistance, generator_distance
+from experiments.systems.alphagan_demo import sample_distances
 from search_spaces.gan import Genotype
 from tests.e2e.conftest import cli_env, python, tree_hashes
 
@@ -78,13 +75,17 @@ def test_run_folder_holds_genotype_samples_and_alpha_history(search_run) -> None
             assert (run_dir / kind.format(epoch)).is_file(), kind.format(epoch)
     with (run_dir / "search/alpha_history.csv").open() as f:
         rows = list(csv.reader(f))
-    assert len(rows) == 3 and len(rows[0]) == 1 + 15 * 0 + 9 * 6 + 9 * 3  # epoch + 81 softmax values
+    assert (
+        len(rows) == 3 and len(rows[0]) == 1 + 15 * 0 + 9 * 6 + 9 * 3
+    )  # epoch + 81 softmax values
     metrics = json.loads((run_dir / "metrics.json").read_text())["fit"]
     for key in ("search/duality_gap", "search/minmax", "search/maxmin", "train/d_loss", "train/g_loss",
                 "worst/d_loss", "search/feature_distance"):  # fmt: skip
         assert key in metrics, key
     assert metrics["search/d_step"] == 10 and metrics["search/arch_step"] == 4
-    assert metrics["search/duality_gap"] == pytest.approx(metrics["search/minmax"] - metrics["search/maxmin"], abs=1e-5)
+    assert metrics["search/duality_gap"] == pytest.approx(
+        metrics["search/minmax"] - metrics["search/maxmin"], abs=1e-5
+    )
 
 
 def test_derive_command_rederives_the_genotype(search_run, tmp_path) -> None:
@@ -118,16 +119,7 @@ def test_tiny_search_improves_the_samples(gan_data, tmp_path) -> None:
     result = train("alphagan_search_synthetic", tiny_search(
         tmp_path, gan_data, "search.inner_steps=14", "optim.g_lr=1e-3", "optim.d_lr=1e-3",
         "search.eval_every=0", "search.plots=false"))  # fmt: skip
-    run = load_run(result.run_dir / "checkpoints/last.ckpt")
-    start, _ = build(run.cfg, None)  # same seed: the weights the search started from
-    dm = run.datamodule
-    dm.setup("fit")
-    distances = []
-    for module in (start, run.module):
-        g = torch.Generator().manual_seed(0)
-        z = lambda n, m=module: torch.randn(n, m.model_cfg.latent_dim, generator=g)  # noqa: E731
-        distances.append(float(generator_distance(FeatureDistance(), module.generator, dm.test_dataloader(),
-                                                  dm.denormalize, z, 256)))  # fmt: skip
+    distances = sample_distances(result.run_dir / "checkpoints/last.ckpt", num_samples=256)
     assert distances[1] < 0.8 * distances[0], distances
 
 
@@ -169,7 +161,16 @@ def test_another_experiments_checkpoint_is_refused(search_run, tmp_path, capsys)
 
 
 def test_missing_data_is_one_error_line(tmp_path, capsys) -> None:
-    assert cli(["train", "alphagan_search_synthetic", *tiny_search(tmp_path / "out", tmp_path / "nothing")]) == 2
+    assert (
+        cli(
+            [
+                "train",
+                "alphagan_search_synthetic",
+                *tiny_search(tmp_path / "out", tmp_path / "nothing"),
+            ]
+        )
+        == 2
+    )
     (line,) = _error_lines(capsys)
     assert "nothing" in line, line
     assert not any((tmp_path / "out").rglob("*.ckpt"))

@@ -41,7 +41,9 @@ class TinyImages(L.LightningDataModule):
 
     def _loader(self, dataset: TensorDataset, shuffle: bool = True) -> DataLoader:
         rank, world = self._rank_world()
-        sampler = DistributedSampler(dataset, world, rank, shuffle=shuffle, seed=self.seed, drop_last=True)
+        sampler = DistributedSampler(
+            dataset, world, rank, shuffle=shuffle, seed=self.seed, drop_last=True
+        )
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=shuffle)
 
     def train_dataloader(self) -> DataLoader:

@@ -63,7 +63,10 @@ def test_search_epoch_moves_alpha_and_keeps_the_copies_apart(tmp_path) -> None:
     alphas0 = [a.detach().clone() for a in module.generator.alphas()]
     fit(module, tmp_path, epochs=1)
     assert int(module.arch_step) == 2
-    assert any(not torch.equal(a.detach(), b) for a, b in zip(module.generator.alphas(), alphas0, strict=True))
+    assert any(
+        not torch.equal(a.detach(), b)
+        for a, b in zip(module.generator.alphas(), alphas0, strict=True)
+    )
     # the copies are not in the module's state (checkpoints, DDP) and G_w's α stayed frozen
     assert not any(k.startswith("worst") for k in module.state_dict())
     assert all(not a.requires_grad for a in module.worst.generator.alphas())
@@ -108,7 +111,11 @@ def test_derive_picks_the_argmax_of_every_edge(tmp_path) -> None:
 def test_variant_step_counts() -> None:
     assert step_counts(SearchConfig(variant="s")) == (22, 22, 20)
     assert step_counts(SearchConfig(variant="l")) == (392, 392, 20)
-    assert step_counts(SearchConfig(variant="l", arch_steps=5, reference_loop_bounds=False)) == (390, 390, 5)
+    assert step_counts(SearchConfig(variant="l", arch_steps=5, reference_loop_bounds=False)) == (
+        390,
+        390,
+        5,
+    )
     with pytest.raises(ValueError, match="variant"):
         step_counts(SearchConfig(variant="m"))
 
@@ -126,4 +133,6 @@ def test_bf16_mixed_runs_every_phase(tmp_path) -> None:
     module = tiny_module()
     fit(module, tmp_path, epochs=1, precision="bf16-mixed")
     assert int(module.arch_step) == 2
-    assert all(torch.isfinite(a).all() and a.dtype == torch.float32 for a in module.generator.alphas())
+    assert all(
+        torch.isfinite(a).all() and a.dtype == torch.float32 for a in module.generator.alphas()
+    )
