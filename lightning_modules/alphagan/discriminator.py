@@ -67,9 +67,19 @@ class DisBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """AutoGAN's ResNet discriminator; ``D(x) -> (N,)`` logits."""
+    """AutoGAN's ResNet discriminator; ``D(x) -> (N,)`` logits.
 
-    def __init__(self, width: int = 128, spectral_norm: bool = True, in_channels: int = 3) -> None:
+    ``channels_last`` stores the weights channels-last, so every convolution runs in that
+    memory format whatever the input's.
+    """
+
+    def __init__(
+        self,
+        width: int = 128,
+        spectral_norm: bool = True,
+        in_channels: int = 3,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
         self.width = width
         self.blocks = nn.Sequential(
@@ -79,6 +89,8 @@ class Discriminator(nn.Module):
             DisBlock(width, width, spectral_norm=spectral_norm),
         )
         self.linear = _sn(nn.Linear(width, 1, bias=False), spectral_norm)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.blocks(x)).sum(dim=(2, 3))  # global sum pooling

@@ -46,7 +46,8 @@ class Generator(nn.Module):
     """The generator of ``genotype``; ``bottom_width`` must be the genotype's (or ``None``).
 
     To build a genotype for another image size on purpose (the paper's CIFAR-10 -> STL-10
-    transfer), pass ``genotype.retarget(bottom_width)``.
+    transfer), pass ``genotype.retarget(bottom_width)``.  ``channels_last``: weights and
+    activations in the channels-last memory format.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class Generator(nn.Module):
         latent_dim: int = 128,
         width: int = 256,
         bottom_width: int | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if bottom_width is not None:
@@ -64,6 +66,9 @@ class Generator(nn.Module):
         self.stem = nn.Linear(latent_dim, self.bottom_width**2 * width)
         self.cells = nn.ModuleList(Cell(c, width, genotype) for c in range(1, NUM_CELLS + 1))
         self.to_rgb = ToRGB(width)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     @property
     def image_size(self) -> int:
@@ -71,6 +76,8 @@ class Generator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.stem(z).view(-1, self.width, self.bottom_width, self.bottom_width)
+        if self.channels_last:
+            h = h.contiguous(memory_format=torch.channels_last)
         node1s: list[torch.Tensor] = []
         for c, cell in enumerate(self.cells, start=1):
             node1, h = cell(h, [node1s[s - 1] for s in SKIP_SOURCES[c]])

@@ -90,3 +90,12 @@ def test_deepcopy_and_retrain_init():
     assert not torch.equal(before, after)
     bound = (6 / (3 * 9 + 8 * 9)) ** 0.5  # xavier_uniform on a 3 -> 8 3x3 conv
     assert after.abs().max() <= bound
+
+
+def test_channels_last_gives_the_same_logits():
+    torch.manual_seed(0)
+    a, b = Discriminator(width=8), Discriminator(width=8, channels_last=True)
+    b.load_state_dict(a.state_dict())
+    a.eval(), b.eval()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)

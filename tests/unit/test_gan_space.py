@@ -283,3 +283,21 @@ def test_generator_refuses_another_bottom_width():
     ):
         Generator(g, latent_dim=16, width=4, bottom_width=6)
     assert Generator(g, latent_dim=16, width=4, bottom_width=4).bottom_width == 4
+
+
+def test_channels_last_and_fused_switch_keep_the_maths():
+    G = tiny()
+    H = GeneratorSupernet(latent_dim=16, width=8, bottom_width=2, channels_last=True)
+    H.load_state_dict(G.state_dict())
+    assert H.cells[2].normal[0].ops[2].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    z = torch.randn(4, 16)
+    out = H(z)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, G(z), rtol=1e-4, atol=1e-5)
+    H.fused = False
+    assert not H.fused and not any(m.fused for m in H.cells[0].up)
+    torch.testing.assert_close(H(z), G(z), rtol=1e-4, atol=1e-5)
+    g = load_genotype("alphagan_s").retarget(2)
+    a, b = Generator(g, 16, 8), Generator(g, 16, 8, channels_last=True)
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(b(z), a(z), rtol=1e-4, atol=1e-5)
