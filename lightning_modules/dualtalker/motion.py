@@ -205,10 +205,6 @@ class MotionDecoder(nn.Module):
         )
         self.num_heads, self.period, self.tokens_per_frame = num_heads, period, tokens_per_frame
 
-    def memory_kv(self, audio_tokens: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Keys/values of the audio tokens for every layer (computed once per sequence)."""
-        return [layer.cross_attn.keys_values(audio_tokens) for layer in self.layers]
-
     def forward(self, tokens: torch.Tensor, audio_tokens: torch.Tensor, frame_mask: torch.Tensor):
         """Teacher-forced: all T input tokens (B, T, d) in one pass -> (B, T, d)."""
         length = tokens.shape[1]
@@ -218,25 +214,31 @@ class MotionDecoder(nn.Module):
         )
         memory_mask = float_mask(allowed)
         x = tokens
-        for layer, kv in zip(self.layers, self.memory_kv(audio_tokens)):
-            x = layer(x, self_mask, kv, memory_mask)
+        for layer in self.layers:
+            x = layer(x, self_mask, layer.cross_attn.keys_values(audio_tokens), memory_mask)
         return x
 
-    def step(self, token: torch.Tensor, t: int, memory_kv, caches: list[dict]) -> torch.Tensor:
+    def start(self, audio_tokens: torch.Tensor, num_frames: int) -> dict:
+        """State of an autoregressive run: the audio keys/values of every layer (computed once),
+        the masks of all steps (sliced per step) and an empty key/value cache per layer."""
+        device = audio_tokens.device
+        allowed = alignment_mask(num_frames, self.tokens_per_frame, device, audio_tokens.shape[1])
+        return dict(
+            memory=[layer.cross_attn.keys_values(audio_tokens) for layer in self.layers],
+            self_bias=periodic_alibi_bias(self.num_heads, num_frames, self.period, device)[None],
+            memory_mask=float_mask(allowed)[None, None],
+            caches=[{} for _ in self.layers],
+        )
+
+    def step(self, token: torch.Tensor, t: int, state: dict) -> torch.Tensor:
         """Autoregressive step: the new input token (B, 1, d) at position t -> output (B, 1, d).
 
-        ``caches`` (one dict per layer, empty at t = 0) keep the keys/values of frames < t.
-        Padding needs no mask here: frame t of a sequence only sees its frames <= t.
+        The caches keep the keys/values of frames < t. Padding needs no mask here: frame t of a
+        sequence only sees its own frames <= t.
         """
-        steps = torch.div(
-            t - torch.arange(t + 1, device=token.device), self.period, rounding_mode="floor"
-        )
-        slopes = torch.tensor(alibi_slopes(self.num_heads), device=token.device)
-        bias = (-slopes[:, None] * steps)[None, :, None, :]  # row t of the causal bias
-        tokens = torch.arange(memory_kv[0][0].shape[2], device=token.device)
-        allowed = torch.div(tokens, self.tokens_per_frame, rounding_mode="floor") == t
-        memory_mask = float_mask(allowed)[None, None, None, :]
+        bias = state["self_bias"][:, :, t : t + 1, : t + 1]
+        memory_mask = state["memory_mask"][:, :, t : t + 1]
         x = token
-        for layer, kv, cache in zip(self.layers, memory_kv, caches):
+        for layer, kv, cache in zip(self.layers, state["memory"], state["caches"]):
             x = layer(x, bias, kv, memory_mask, cache=cache)
         return x

@@ -170,16 +170,23 @@ class DualTalker(nn.Module):
 
     def autoregress(self, audio_tokens: torch.Tensor, style: torch.Tensor, num_frames: int):
         """FaceFormer's loop with a key/value cache: step 0 reads the bare style embedding, step
-        t > 0 the re-encoded offsets of step t - 1 plus style -> offsets (B, T, V*3)."""
-        memory_kv = self.decoder.memory_kv(audio_tokens)
-        caches = [{} for _ in self.decoder.layers]
+        t > 0 the re-encoded output of step t - 1 plus style -> offsets (B, T, V*3).
+
+        Re-encoding is E_m(head(y)) = W_m (W_h y + b_h) + b_m, two linear maps, so the loop uses
+        their d x d product and the head runs once on all T outputs afterwards: the same values
+        and gradients as mapping to V*3 and back at every step, without 2 T passes over the
+        (V*3 x d) weights.
+        """
+        head, encoder = self.head, self.motion_encoder.proj
+        feedback = encoder.weight @ head.weight  # (d, d)
+        feedback_bias = encoder.weight @ head.bias + encoder.bias
+        state = self.decoder.start(audio_tokens, num_frames)
         token, outputs = style[:, None], []
         for t in range(num_frames):
-            y = self.head(self.decoder.step(self.ppe(token, start=t), t, memory_kv, caches))
+            y = self.decoder.step(self.ppe(token, start=t), t, state)
             outputs.append(y)
-            if t + 1 < num_frames:
-                token = self.motion_encoder(y) + style[:, None]
-        return torch.cat(outputs, dim=1)
+            token = F.linear(y, feedback, feedback_bias) + style[:, None]
+        return head(torch.cat(outputs, dim=1))
 
     def teacher_forced(self, audio_tokens, style, motion_embeddings, frame_mask):
         """One pass: input t is E_m(y_{t-1} - tpl) + style, input 0 is E_m(0) + style."""
