@@ -15,7 +15,7 @@ from lightning_modules.dualtalker import (
     load_wav2vec,
 )
 from lightning_modules.dualtalker.audio_encoder import align, cnn_length
-from lightning_modules.dualtalker.motion import alignment_mask
+from lightning_modules.dualtalker.motion import MotionDecoder, alignment_mask, periodic_alibi_bias
 
 V, SUBJECTS = 40, 3
 
@@ -244,3 +244,38 @@ def test_char_vocab_and_greedy_decoding() -> None:
     assert vocab.greedy(log_probs) == "hee"
     padded, lengths = vocab.batch(["ab", ""])
     assert padded.tolist() == [[3, 4], [0, 0]] and lengths.tolist() == [2, 0]
+
+
+def test_decoder_equals_torchs_transformer_decoder_as_faceformer_builds_it() -> None:
+    """FaceFormer's decoder is nn.TransformerDecoder(1 layer, d, 4 heads, FFN 2d, batch_first)
+    with its (heads, T, T) ALiBi mask and boolean alignment mask; with the weights copied, ours
+    gives the same output for a single sequence."""
+    torch.manual_seed(0)
+    d, heads, length = 16, 4, 9
+    reference = torch.nn.TransformerDecoder(
+        torch.nn.TransformerDecoderLayer(d, heads, 2 * d, batch_first=True), num_layers=1
+    ).eval()
+    ours = MotionDecoder(d, 1, heads, 2 * d, 0.1, period=3, tokens_per_frame=2).eval()
+    ref, mine = reference.layers[0], ours.layers[0]
+    with torch.no_grad():
+        mine.self_attn.qkv.weight.copy_(ref.self_attn.in_proj_weight)
+        mine.self_attn.qkv.bias.copy_(ref.self_attn.in_proj_bias)
+        mine.self_attn.out.load_state_dict(ref.self_attn.out_proj.state_dict())
+        mine.cross_attn.q.weight.copy_(ref.multihead_attn.in_proj_weight[:d])
+        mine.cross_attn.q.bias.copy_(ref.multihead_attn.in_proj_bias[:d])
+        mine.cross_attn.kv.weight.copy_(ref.multihead_attn.in_proj_weight[d:])
+        mine.cross_attn.kv.bias.copy_(ref.multihead_attn.in_proj_bias[d:])
+        mine.cross_attn.out.load_state_dict(ref.multihead_attn.out_proj.state_dict())
+        mine.ffn[0].load_state_dict(ref.linear1.state_dict())
+        mine.ffn[3].load_state_dict(ref.linear2.state_dict())
+        for n in ("norm1", "norm2", "norm3"):
+            getattr(mine, n).load_state_dict(getattr(ref, n).state_dict())
+    tokens, memory = torch.randn(1, length, d), torch.randn(1, 2 * length, d)
+    expected = reference(
+        tokens,
+        memory,
+        tgt_mask=periodic_alibi_bias(heads, length, 3),
+        memory_mask=~alignment_mask(length, 2),
+    )
+    got = ours(tokens, memory, torch.ones(1, length, dtype=torch.bool))
+    assert torch.allclose(got, expected, atol=1e-5)
