@@ -85,8 +85,14 @@ def load_wav2vec(spec: str) -> Wav2Vec2Model:
             raise AudioEncoderError(f"model.audio_encoder={spec!r}: {path} {what}; {hint}")
         if not (path / "config.json").is_file() or not _has_weights(path):
             raise AudioEncoderError(f"model.audio_encoder={spec!r}: {path} holds no model; {hint}")
+    source = str(path) if looks_like_path else spec
     try:
-        return Wav2Vec2Model.from_pretrained(str(path) if looks_like_path else spec)
+        try:  # the local folder or the hub cache first: no network call when it is there
+            return Wav2Vec2Model.from_pretrained(source, local_files_only=True)
+        except OSError:
+            if looks_like_path:
+                raise
+        return Wav2Vec2Model.from_pretrained(source)
     except (OSError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         where = (
