@@ -196,7 +196,11 @@ class DualTalkerModule(L.LightningModule):
         if len(unseen):
             policy = self.options.unseen_condition
             conditions = condition_indices(policy, -1, self.train_subjects)
-            runs = [predict(unseen, torch.full_like(style[unseen], c)) for c in conditions]
+            # every condition of every unseen sequence in one batched autoregressive pass
+            n = len(unseen)
+            cond = torch.tensor(conditions, device=style.device).repeat_interleave(n)
+            vertices, mask = predict(unseen.repeat(len(conditions)), cond)
+            runs = list(zip(vertices.split(n), mask.split(n)))
             if policy == "mean":
                 mean = torch.stack([v for v, _ in runs]).mean(0)
                 groups.append((unseen, ["mean"] * len(unseen), mean, runs[0][1]))
