@@ -106,7 +106,7 @@ class DualTalkerOutput:
     template: torch.Tensor  # (B, V*3)
     frame_mask: torch.Tensor  # (B, T) bool
     audio_features: torch.Tensor  # (B, T, d) shared audio encoder, frame rate
-    motion_embeddings: torch.Tensor  # (B, T, d) shared motion encoder on GT offsets
+    motion_embeddings: torch.Tensor | None  # (B, T, d) shared motion encoder on GT offsets
     lip_features: torch.Tensor | None = None  # (B, T, d) lip reader's regression output
     lip_log_probs: torch.Tensor | None = None  # (B, u T, C) CTC log-probabilities
     ctc_targets: torch.Tensor | None = None  # (B, S) character ids, 0-padded
@@ -222,8 +222,10 @@ class DualTalker(nn.Module):
             torch.arange(length, device=frames.device)[None] < frames[:, None]
         )
         style = self.style(style_weights(style, self.num_subjects).to(audio_tokens.dtype))
-        offsets = (vertices - template[:, None]) * frame_mask[..., None]
-        motion_embeddings = self.motion_encoder(offsets)
+        motion_embeddings = None  # E_m(GT offsets): TF inputs, lip reader, consistency
+        if teacher_forcing or self.lip_reader is not None or o.consistency_terms:
+            offsets = (vertices - template[:, None]) * frame_mask[..., None]
+            motion_embeddings = self.motion_encoder(offsets)
         if teacher_forcing:
             predicted = self.teacher_forced(audio_tokens, style, motion_embeddings, frame_mask)
         else:
