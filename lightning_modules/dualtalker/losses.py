@@ -8,7 +8,8 @@
 - L_cons: the switchable cross-modal consistency terms of §5, summed: ``cosine`` (1 - cos between
   the per-frame audio features and motion embeddings), ``infonce`` (each motion frame must pick
   its own audio frame among the sequence's frames, both directions), ``cycle`` (the lip reader
-  applied to the *predicted* motion must give the audio features back: the dual-learning loop).
+  applied to the *predicted* motion must give the audio features back: the dual-learning loop),
+  ``duality`` (dual supervised learning's probabilistic-duality regularizer, Gaussian likelihoods).
 
 Every term is a masked mean per sequence (real frames only), then a mean over sequences: a
 batch of B sequences gives the mean of the B per-sequence losses (FaceFormer trains one sequence
@@ -23,14 +24,16 @@ import torch.nn.functional as F
 from .network import DualTalkerOptions, DualTalkerOutput
 
 
-def sequence_mean(values: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-    """values (B, T, ...) -> mean over each sequence's real frames (and trailing dims), then
-    over the sequences that have any."""
+def per_sequence_mean(values: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """values (B, T, ...) -> (B,) mean over each sequence's real frames (and trailing dims)."""
     values = values.reshape(*frame_mask.shape, -1)
     mask = frame_mask[..., None].to(values.dtype)
-    per_sequence = (values * mask).sum((1, 2)) / (mask.sum((1, 2)) * values.shape[-1]).clamp_min(1)
-    present = frame_mask.any(1)
-    return per_sequence[present].mean()
+    return (values * mask).sum((1, 2)) / (mask.sum((1, 2)) * values.shape[-1]).clamp_min(1)
+
+
+def sequence_mean(values: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """The per-sequence means, averaged over the sequences that have any real frame."""
+    return per_sequence_mean(values, frame_mask)[frame_mask.any(1)].mean()
 
 
 def reconstruction_loss(out: DualTalkerOutput, lambda_vel: float = 0.0) -> torch.Tensor:
@@ -86,6 +89,17 @@ def infonce_consistency(audio_features, motion_embeddings, frame_mask, temperatu
     return sequence_mean(0.5 * (motion_to_audio + audio_to_motion), frame_mask)
 
 
+def duality_regularizer(out: DualTalkerOutput, sigmas: tuple[float, float], detach: bool):
+    """Dual supervised learning's regularizer (Xia et al. 2017), (log p(y|x) - log p(x|y))^2 with
+    the marginals dropped and Gaussian likelihoods: per sequence, the squared difference of the
+    two tasks' residual energies, each scaled by its variance (sigma_vertex^2, sigma_feature^2)."""
+    target = out.audio_features.detach() if detach else out.audio_features
+    primal = per_sequence_mean((out.vertices - out.target).square(), out.frame_mask)
+    dual = per_sequence_mean((out.lip_features - target).square(), out.frame_mask)
+    gap = (primal / sigmas[0] ** 2 - dual / sigmas[1] ** 2).square()
+    return gap[out.frame_mask.any(1)].mean()
+
+
 def compute_losses(out: DualTalkerOutput, options: DualTalkerOptions) -> dict[str, torch.Tensor]:
     """Every term by name; ``loss`` is the one to optimise. Terms that are off are absent."""
     o = options
@@ -109,6 +123,9 @@ def compute_losses(out: DualTalkerOutput, options: DualTalkerOptions) -> dict[st
             terms[name] = infonce_consistency(
                 out.audio_features, out.motion_embeddings, out.frame_mask, o.infonce_temperature
             )
+        elif name == "duality" and out.lip_features is not None:
+            sigmas = (o.duality_sigma_vertex, o.duality_sigma_feature)
+            terms[name] = duality_regularizer(out, sigmas, o.dual_detach_target)
         elif name == "cycle" and out.cycle_features is not None:
             terms[name] = feature_regression_loss(
                 out.cycle_features, out.audio_features, out.frame_mask, o.dual_detach_target

@@ -24,7 +24,7 @@ from .lip_reader import CharVocab, LipReader
 from .motion import MotionDecoder, MotionEncoder, PeriodicPositionalEncoding
 
 DUAL_TARGETS = ("features", "ctc", "both", "none")
-CONSISTENCY_TERMS = ("cosine", "infonce", "cycle")
+CONSISTENCY_TERMS = ("cosine", "infonce", "cycle", "duality")
 
 
 @dataclass
@@ -45,8 +45,10 @@ class DualTalkerOptions:
     lip_reader_layers: int = 1
     dual_target: str = "features"  # features | ctc | both | none
     dual_detach_target: bool = True  # stop-gradient on the audio-feature target
-    consistency: str = "cosine"  # none, or "+"-joined terms of: cosine, infonce, cycle
+    consistency: str = "cosine"  # none, or "+"-joined terms of: cosine, infonce, cycle, duality
     infonce_temperature: float = 0.1
+    duality_sigma_vertex: float = 1e-3  # duality: std of the vertex residual (VOCA: ~1 mm)
+    duality_sigma_feature: float = 1.0  # duality: std of the audio-feature residual
     ctc_upsample: int = 2  # CTC frames per motion frame (60 Hz at 30 fps)
     lambda_vel: float = 0.0  # L_rec = MSE(v) + lambda_vel MSE(dv/dt)
     lambda_dual: float = 1e-6  # L_dual = feature MSE + ctc_weight CTC
@@ -65,11 +67,12 @@ class DualTalkerOptions:
                 f"model.consistency: unknown term {unknown[0]!r}; use none or "
                 f"'+'-joined terms of {', '.join(CONSISTENCY_TERMS)}"
             )
-        if "cycle" in self.consistency_terms and not self.uses_features:
-            raise ValueError(
-                "model.consistency=cycle needs the lip reader's feature target "
-                "(model.dual_target=features or both)"
-            )
+        for term in ("cycle", "duality"):
+            if term in self.consistency_terms and not self.uses_features:
+                raise ValueError(
+                    f"model.consistency={term} needs the lip reader's feature target "
+                    "(model.dual_target=features or both)"
+                )
         for key in ("feature_dim", "num_layers", "num_heads", "ctc_upsample"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")

@@ -59,6 +59,20 @@ def test_total_is_rec_plus_weighted_dual_and_consistency() -> None:
     assert torch.allclose(losses["loss"], expected)
 
 
+def test_duality_regularizer_is_the_squared_gap_of_scaled_residual_energies() -> None:
+    out = output([5, 2], seed=4)
+    options = DualTalkerOptions(
+        consistency="duality", duality_sigma_vertex=2.0, duality_sigma_feature=0.5
+    )
+    got = compute_losses(out, options)["cons_duality"]
+    gaps = []
+    for b, n in enumerate([5, 2]):
+        primal = ((out.vertices[b, :n] - out.target[b, :n]) ** 2).mean() / 4.0
+        dual = ((out.lip_features[b, :n] - out.audio_features[b, :n]) ** 2).mean() / 0.25
+        gaps.append((primal - dual) ** 2)
+    assert torch.allclose(got, torch.stack(gaps).mean())
+
+
 def test_infonce_is_cross_entropy_over_each_sequences_own_frames() -> None:
     out = output([5, 3], seed=2)
     got = infonce_consistency(out.audio_features, out.motion_embeddings, out.frame_mask, 0.2)
@@ -139,6 +153,10 @@ TERMS = {
     "cons_infonce": (
         dict(consistency="infonce", lambda_cons=1.0),
         ["motion", "audio_proj", "audio_transformer"],
+    ),
+    "cons_duality": (
+        dict(dual_target="features", consistency="duality", lambda_dual=0.0, lambda_cons=1.0),
+        ["motion"],
     ),
 }
 CYCLE = dict(dual_target="features", consistency="cycle", lambda_dual=0.0, lambda_cons=1.0)

@@ -165,7 +165,8 @@ def test_the_untrained_model_outputs_the_template(teacher_forcing: bool) -> None
 def test_batched_equals_per_sequence(fps: int, teacher_forcing: bool) -> None:
     """Padded batch: the real frames' outputs, each loss and the gradients equal per-sequence
     runs (the batch loss is the mean of the sequences' losses)."""
-    net = make_net(fps, consistency="cosine+infonce+cycle", lambda_vel=0.5).eval()
+    terms = "cosine+infonce+cycle+duality"
+    net = make_net(fps, consistency=terms, lambda_vel=0.5, duality_sigma_vertex=0.1).eval()
     randomise_head(net)
     batch = make_batch([14, 9, 5], fps)
     out = net(**batch, teacher_forcing=teacher_forcing)
