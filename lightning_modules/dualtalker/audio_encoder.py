@@ -95,13 +95,8 @@ def load_wav2vec(spec: str) -> Wav2Vec2Model:
         return Wav2Vec2Model.from_pretrained(source)
     except (OSError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        where = (
-            "the folder"
-            if looks_like_path
-            else (
-                "the hub (offline? put the model in ~/.cache/huggingface/hub or pass a local folder)"
-            )
-        )
+        offline = "the hub (offline? put it in ~/.cache/huggingface/hub or pass a local folder)"
+        where = "the folder" if looks_like_path else offline
         raise AudioEncoderError(
             f"model.audio_encoder={spec!r}: could not load a wav2vec 2.0 model from {where}: {first}"
         ) from None
