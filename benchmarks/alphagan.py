@@ -66,17 +66,24 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_it(fn: Callable[[], object], warmup: int, reps: int, device: str) -> list[float]:
+def time_it(
+    fn: Callable[[], object], warmup: int, reps: int, device: str
+) -> tuple[list[float], list[float]]:
+    """Wall-clock and process CPU seconds of each of ``reps`` calls after ``warmup`` calls.
+
+    CPU seconds (all threads) are the steadier figure on a shared machine: another process
+    that takes the cores inflates the wall clock but not the work done."""
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(reps):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
 def steps(module: AlphaGANSearch, device: str) -> dict[str, Callable[[], object]]:
@@ -151,9 +158,14 @@ def bench_width(width: int, device: str, warmup: int, reps: int, **kw) -> dict:
                    "alpha_params": sum(a.numel() for a in module.generator.alphas())}  # fmt: skip
     medians = {}
     for name, fn in steps(module, device).items():
-        times = time_it(fn, warmup, reps, device)
+        times, cpu = time_it(fn, warmup, reps, device)
         medians[name] = statistics.median(times)
-        entry[name] = {"median_s": round(medians[name], 4), "times_s": [round(x, 4) for x in times]}
+        entry[name] = {
+            "median_s": round(medians[name], 4),
+            "times_s": [round(x, 4) for x in times],
+            "cpu_median_s": round(statistics.median(cpu), 4),
+            "cpu_s": [round(x, 4) for x in cpu],
+        }
         print(
             f"  width {width} {kw or ''} {name}: {medians[name]:.3f} s", file=sys.stderr, flush=True
         )
@@ -162,24 +174,42 @@ def bench_width(width: int, device: str, warmup: int, reps: int, **kw) -> dict:
     return entry
 
 
-def run_reference(widths: list[int], threads: int, reps: int, warmup: int) -> dict:
+def run_reference(
+    widths: list[int], threads: int, reps: int, warmup: int, clock: str = "wall"
+) -> dict:
+    """The reference harness in a child process; ``clock="cpu"`` runs it with its
+    ``time.perf_counter`` replaced by ``time.process_time`` (CPU seconds, as this bench's
+    ``cpu_median_s``), nothing else changed."""
     if not PEER_SCRIPT.is_file() or not os.environ.get("PEER_SRC"):
         raise SystemExit(
             f"--reference needs {PEER_SCRIPT} and PEER_SRC (../shared/peers/README.md, section 1)"
         )
     env = {**os.environ, "AG_MODES": "anomaly_off", "AG_WIDTHS": ",".join(map(str, widths)),
            "AG_REPS": str(reps), "AG_WARMUP": str(warmup), "OMP_NUM_THREADS": str(threads)}  # fmt: skip
-    print(
-        f"reference harness {PEER_SCRIPT.name} (widths {widths}, anomaly off) ...",
-        file=sys.stderr,
-        flush=True,
-    )
-    proc = subprocess.run(
-        [sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True, text=True
-    )
+    patch = "import time; time.perf_counter = time.process_time; " if clock == "cpu" else ""
+    code = f"{patch}import runpy, sys; sys.argv = [{str(PEER_SCRIPT)!r}]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    print(f"reference harness {PEER_SCRIPT.name} (widths {widths}, anomaly off, {clock} clock) ...",
+          file=sys.stderr, flush=True)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"reference harness failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ratios(reference: dict, suite: list[dict], key: str) -> dict:
+    out = {}
+    for entry in suite:
+        ref = reference["results"].get(f"gf{entry['width']}_anomaly_off")
+        if ref is None or entry["options"]:
+            continue
+        ours = {k: entry[k][key] for k in ("weight_iteration", "alpha_step")}
+        out[f"width_{entry['width']}"] = {
+            "weight_iteration": round(ref["weights_iter_median_s"] / ours["weight_iteration"], 2),
+            "alpha_step": round(ref["arch_step_median_s"] / ours["alpha_step"], 2),
+            "reference_s": {"weight_iteration": ref["weights_iter_median_s"], "alpha_step": ref["arch_step_median_s"]},
+            "suite_s": ours,
+        }  # fmt: skip
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"system": "alphagan", "date": time.strftime("%Y-%m-%d %H:%M"),
                     "machine": describe_machine(args.threads), "protocol": __doc__.split("\n\n")[1],
                     "suite": []}  # fmt: skip
-    if args.reference and args.device == "cpu":
+    reference = args.reference and args.device == "cpu"
+    clocks = {"both": ("wall", "cpu"), "wall": ("wall",), "cpu": ("cpu",)}[args.reference_clock]
+    if reference and "wall" in clocks:  # reference (wall clock), suite, reference (CPU clock)
         report["reference"] = run_reference(widths, args.threads, args.reps, args.warmup)
     for width in widths:
         report["suite"].append(bench_width(width, args.device, args.warmup, args.reps))
@@ -210,19 +242,18 @@ def main(argv: list[str] | None = None) -> int:
             report["suite"].append(
                 bench_width(width, args.device, args.warmup, args.reps, channels_last=False)
             )
-    if "reference" in report:
+    if reference and "cpu" in clocks:
+        report["reference_cpu_clock"] = run_reference(
+            widths, args.threads, args.reps, args.warmup, "cpu"
+        )
+    if reference:
         ratios = {}
-        for entry in report["suite"]:
-            ref = report["reference"]["results"].get(f"gf{entry['width']}_anomaly_off")
-            if ref is None or entry["options"]:
-                continue
-            ratios[f"width_{entry['width']}"] = {
-                "weight_iteration": round(ref["weights_iter_median_s"] / entry["weight_iteration"]["median_s"], 2),
-                "alpha_step": round(ref["arch_step_median_s"] / entry["alpha_step"]["median_s"], 2),
-                "reference_s": {"weight_iteration": ref["weights_iter_median_s"], "alpha_step": ref["arch_step_median_s"]},
-                "suite_s": {"weight_iteration": entry["weight_iteration"]["median_s"],
-                            "alpha_step": entry["alpha_step"]["median_s"]},
-            }  # fmt: skip
+        if "reference" in report:
+            ratios["wall_clock"] = _ratios(report["reference"], report["suite"], "median_s")
+        if "reference_cpu_clock" in report:
+            ratios["cpu_seconds"] = _ratios(
+                report["reference_cpu_clock"], report["suite"], "cpu_median_s"
+            )
         report["speedup_vs_reference_same_session"] = ratios
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

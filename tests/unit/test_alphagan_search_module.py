@@ -47,26 +47,32 @@ def test_alpha_gradient_through_both_terms_with_the_fix_flag() -> None:
 
 def test_weight_phase_gives_alpha_no_gradient(tmp_path) -> None:
     """Weight phase alone (no worst-case, no α steps): α untouched, without any gradient, while
-    G's and D's weights moved; and the n_critic rhythm: G steps at D steps 0, 5 (of 10)."""
-    module = tiny_module(worst_steps=0, arch_steps=0)
+    G's and D's weights moved; the n_critic rhythm: G steps at D steps 0 and 5 (of 10); and the
+    G-lr drift flag: epoch e (from 1) runs at the reference cosine's step e,
+    lr = 1e-3 + (2e-4 - 1e-3)(1 + cos(pi e / 100)) / 2, D's lr unchanged."""
+    module = tiny_module(worst_steps=0, arch_steps=0, g_lr_drift=True)
     alphas0 = [a.detach().clone() for a in module.generator.alphas()]
     g0 = [p.detach().clone() for p in module.generator.weights()]
-    fit(module, tmp_path, epochs=2)
+    trainer = fit(module, tmp_path, epochs=2)
     for a, a0 in zip(module.generator.alphas(), alphas0, strict=True):
         assert a.grad is None and torch.equal(a.detach(), a0)
     assert any(not torch.equal(p, q) for p, q in zip(module.generator.weights(), g0, strict=True))
     assert (int(module.d_step), int(module.g_step), int(module.arch_step)) == (10, 2, 0)
+    expected = 1e-3 + (2e-4 - 1e-3) * (1 + math.cos(math.pi * 2 / 100)) / 2
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6)
+    assert trainer.optimizers[1].param_groups[0]["lr"] == pytest.approx(2e-4)
 
 
-def test_search_epoch_moves_alpha_and_keeps_the_copies_apart(tmp_path) -> None:
+def test_search_epoch_in_bf16_moves_alpha_and_keeps_the_copies_apart(tmp_path) -> None:
+    """One whole search epoch under bf16-mixed (every phase in the Trainer's autocast, the
+    copies' raw Adam included): α moved and stayed fp32; the copies are outside the module."""
     module = tiny_module()
     alphas0 = [a.detach().clone() for a in module.generator.alphas()]
-    fit(module, tmp_path, epochs=1)
+    fit(module, tmp_path, epochs=1, precision="bf16-mixed")
     assert int(module.arch_step) == 2
-    assert any(
-        not torch.equal(a.detach(), b)
-        for a, b in zip(module.generator.alphas(), alphas0, strict=True)
-    )
+    alphas = module.generator.alphas()
+    assert any(not torch.equal(a.detach(), b) for a, b in zip(alphas, alphas0, strict=True))
+    assert all(torch.isfinite(a).all() and a.dtype == torch.float32 for a in alphas)
     # the copies are not in the module's state (checkpoints, DDP) and G_w's α stayed frozen
     assert not any(k.startswith("worst") for k in module.state_dict())
     assert all(not a.requires_grad for a in module.worst.generator.alphas())
@@ -118,21 +124,3 @@ def test_variant_step_counts() -> None:
     )
     with pytest.raises(ValueError, match="variant"):
         step_counts(SearchConfig(variant="m"))
-
-
-def test_g_lr_drift_follows_the_reference_cosine(tmp_path) -> None:
-    """Epoch e (from 1) runs at the cosine's step e: lr = 1e-3 + (2e-4 - 1e-3)(1 + cos(pi e/100))/2."""
-    module = tiny_module(worst_steps=0, arch_steps=0, g_lr_drift=True)
-    trainer = fit(module, tmp_path, epochs=2)
-    expected = 1e-3 + (2e-4 - 1e-3) * (1 + math.cos(math.pi * 2 / 100)) / 2
-    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6)
-    assert trainer.optimizers[1].param_groups[0]["lr"] == pytest.approx(2e-4)  # D unchanged
-
-
-def test_bf16_mixed_runs_every_phase(tmp_path) -> None:
-    module = tiny_module()
-    fit(module, tmp_path, epochs=1, precision="bf16-mixed")
-    assert int(module.arch_step) == 2
-    assert all(
-        torch.isfinite(a).all() and a.dtype == torch.float32 for a in module.generator.alphas()
-    )
