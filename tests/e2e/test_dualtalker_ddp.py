@@ -12,22 +12,28 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
 from experiments.run import evaluate
 from tests.e2e.conftest import QUIET, cli_env, python, tree_hashes
-from tests.helpers.face import synthetic_voca, tiny  # noqa: F401
+from tests.helpers.face import synthetic_voca, tiny
 
 pytestmark = [pytest.mark.ddp, pytest.mark.usefixtures("one_thread")]
 
 
-def test_two_process_cpu_ddp_matches_single_process(synthetic_voca, tmp_path):
+@pytest.fixture(scope="module")
+def voca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_voca(tmp_path_factory)
+
+
+def test_two_process_cpu_ddp_matches_single_process(voca, tmp_path):
     out, cwd = tmp_path / "out", tmp_path / "cwd"
     cwd.mkdir()
-    before = tree_hashes(synthetic_voca)
-    args = tiny(out, synthetic_voca, "trainer.devices=2", "trainer.strategy=ddp",
+    before = tree_hashes(voca)
+    args = tiny(out, voca, "trainer.devices=2", "trainer.strategy=ddp",
                 "data.batch_size=2")  # fmt: skip
     proc = subprocess.run(
         [python(), "-m", "experiments", "train", "dualtalker_synthetic", *args],
@@ -37,7 +43,7 @@ def test_two_process_cpu_ddp_matches_single_process(synthetic_voca, tmp_path):
     runs = list((out / "dualtalker_synthetic").iterdir())
     assert len(runs) == 1, runs
     run_dir = runs[0]
-    assert not any(cwd.iterdir()) and tree_hashes(synthetic_voca) == before
+    assert not any(cwd.iterdir()) and tree_hashes(voca) == before
     fit = json.loads((run_dir / "metrics.json").read_text())["fit"]
     ckpt = torch.load(run_dir / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert len(ckpt["rng_states"]) == 2 and ckpt["suite"]["config"]["trainer"]["devices"] == 2

@@ -6,6 +6,7 @@ tests' data; the slow one (``make test-all``) runs the demo part and checks all 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +17,14 @@ from datamodules.synthetic.speech import mouth_opening
 from experiments.run import evaluate, train
 from experiments.systems.dualtalker_demo import demo, untrained
 from tests.e2e.conftest import QUIET
-from tests.helpers.face import synthetic_voca, tiny  # noqa: F401
+from tests.helpers.face import synthetic_voca, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def voca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_voca(tmp_path_factory)
 
 
 def _mouth_follows_loudness(predictions, data_root) -> tuple[float, float, float]:
@@ -35,8 +41,8 @@ def _mouth_follows_loudness(predictions, data_root) -> tuple[float, float, float
     return float(np.corrcoef(gap, loud)[0, 1]), gap[loud > 0.6].mean(), gap[loud < 0.1].mean()
 
 
-def test_synthetic_task_is_learned(synthetic_voca, tmp_path):
-    args = tiny(tmp_path, synthetic_voca, "model.feature_dim=32", "trainer.max_epochs=12",
+def test_synthetic_task_is_learned(voca, tmp_path):
+    args = tiny(tmp_path, voca, "model.feature_dim=32", "trainer.max_epochs=12",
                 "optim.lr=2e-3", "evaluation.metrics_every_n_epochs=0")  # fmt: skip
     before, _ = untrained(args)
     result = train("dualtalker_synthetic", args)
@@ -45,7 +51,7 @@ def test_synthetic_task_is_learned(synthetic_voca, tmp_path):
     after = ev.metrics["test"]
     assert math.isfinite(after["test/lve"])
     assert after["test/lve"] < 0.4 * before["test/lve"], (before, after)
-    correlation, loud_gap, quiet_gap = _mouth_follows_loudness(ev.run_dir / "predictions", synthetic_voca)
+    correlation, loud_gap, quiet_gap = _mouth_follows_loudness(ev.run_dir / "predictions", voca)
     assert correlation > 0.5, correlation
     assert loud_gap > quiet_gap + 1e-3, (loud_gap, quiet_gap)  # opens by more than a millimetre
 

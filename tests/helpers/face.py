@@ -1,6 +1,6 @@
 """Test data of the DualTalker tests: the synthetic talking heads, written once per session.
 
-:func:`synthetic_voca` (a session fixture; import it into a test module) writes the generated
+:func:`synthetic_voca` (called by a test module's fixture, once per session) writes the generated
 VOCASET *release* files (formant speech: fast and without espeak-ng) and converts them with
 ``make prepare-voca``'s code, so every DualTalker test reads the real on-disk layout: 4 training
 speakers with sentences 1, 2, 21, 22, one unseen validation and one unseen test speaker with
@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.synthetic.face import VOCA_SUBJECTS, ensure_synthetic_voca
+from datamodules.synthetic.face import (
+    BIWI_SUBJECTS,
+    VOCA_SUBJECTS,
+    ensure_synthetic_biwi,
+    ensure_synthetic_voca,
+)
 
 SENTENCES = (1, 2, 21, 22)
 _WRITTEN: dict[str, Path] = {}
@@ -47,14 +52,31 @@ def write_synthetic_voca(root: Path) -> Path:
     return ensure_synthetic_voca(root / "vocaset", sentences=SENTENCES, seed=0, engine="formant")
 
 
-@pytest.fixture(scope="session")
 def synthetic_voca(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The converted synthetic data set (read-only for the tests), written once per session."""
+    """The converted synthetic data set (read-only for the tests), written once per session
+    (a test module's fixture calls it with pytest's ``tmp_path_factory``)."""
     if "voca" not in _WRITTEN:
         _WRITTEN["voca"] = write_synthetic_voca(tmp_path_factory.mktemp("synthetic-voca"))
     return _WRITTEN["voca"]
 
 
-def tiny(output_dir: Path, data_root: Path, *extra: str) -> list[str]:
-    """The tiny overrides on the synthetic set, writing under ``output_dir``, plus ``extra``."""
-    return [*TINY, *SPLIT, f"data.root={data_root}", f"output_dir={output_dir}", *extra]
+def synthetic_biwi(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic BIWI-layout set (25 fps; subjects F2 F3 F4 M3 with e01-e04 for training,
+    e33-e34 for validation and e37-e38 for Test-A), written once per session."""
+    if "biwi" not in _WRITTEN:
+        root = tmp_path_factory.mktemp("synthetic-biwi") / "BIWI"
+        _WRITTEN["biwi"] = ensure_synthetic_biwi(root, seed=0, engine="formant")
+    return _WRITTEN["biwi"]
+
+
+#: The synthetic BIWI set's subjects in every split (Test-A: the training speakers).
+BIWI_SPLIT = [
+    f"data.{split}_subjects=[{','.join(BIWI_SUBJECTS)}]" for split in ("train", "val", "test")
+]
+
+
+def tiny(output_dir: Path, data_root: Path, *extra: str, biwi: bool = False) -> list[str]:
+    """The tiny overrides on a synthetic set (VOCA's split, or BIWI's with ``biwi``), writing
+    under ``output_dir``, plus ``extra``."""
+    split = BIWI_SPLIT if biwi else SPLIT
+    return [*TINY, *split, f"data.root={data_root}", f"output_dir={output_dir}", *extra]
