@@ -66,7 +66,7 @@ class MixedNormal(nn.Module):
         r = F.relu(x)  # shared by all six ops
         out = self.fused_conv(r, weights[:_NUM_CONV])
         for w, op in zip(weights[_NUM_CONV:], self.ops[_NUM_CONV:]):
-            out = out + w * op.forward_rectified(r)
+            out = torch.addcmul(out, w, op.forward_rectified(r))  # out + w * op(x), one pass
         return out
 
 
