@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from search_spaces.gan.genotype import NUM_CELLS, SKIP_SOURCES, Genotype
-from search_spaces.gan.ops import build_normal_op, build_up_op
+from search_spaces.gan.ops import build_normal_op, build_up_op, is_channels_last
 from search_spaces.gan.supernet import ToRGB
 
 __all__ = ["Cell", "Generator", "init_weights"]
@@ -66,13 +66,17 @@ class Generator(nn.Module):
         self.stem = nn.Linear(latent_dim, self.bottom_width**2 * width)
         self.cells = nn.ModuleList(Cell(c, width, genotype) for c in range(1, NUM_CELLS + 1))
         self.to_rgb = ToRGB(width)
-        self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
     @property
     def image_size(self) -> int:
         return self.genotype.image_size()
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the weights are channels-last (also after ``.to(memory_format=...)``)."""
+        return is_channels_last(self.to_rgb[2].weight)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.stem(z).view(-1, self.width, self.bottom_width, self.bottom_width)

@@ -28,6 +28,7 @@ __all__ = [
     "Interpolate",
     "build_normal_op",
     "build_up_op",
+    "is_channels_last",
 ]
 
 NORMAL_OPS: tuple[str, ...] = (
@@ -138,3 +139,8 @@ def build_up_op(name: str, channels: int, times: int = 1) -> nn.Module:
     if name in ("nearest", "bilinear"):
         return Interpolate(name, times)
     raise KeyError(f"unknown up-sampling op {name!r} (ops: {', '.join(UP_OPS)})")
+
+
+def is_channels_last(weight: torch.Tensor) -> bool:
+    """Whether a 4-d tensor is stored channels-last (and not also plain contiguous)."""
+    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()

@@ -32,7 +32,7 @@ from search_spaces.gan.genotype import (
     GenotypeError,
     edge_ops,
 )
-from search_spaces.gan.ops import NORMAL_OPS, UP_OPS
+from search_spaces.gan.ops import NORMAL_OPS, UP_OPS, is_channels_last
 
 __all__ = ["GeneratorSupernet", "ToRGB", "init_alphas", "genotype_from_alphas"]
 
@@ -83,13 +83,17 @@ class GeneratorSupernet(nn.Module):
     ) -> None:
         super().__init__()
         self.latent_dim, self.width, self.bottom_width = latent_dim, width, bottom_width
-        self.channels_last = channels_last
         self.stem = nn.Linear(latent_dim, bottom_width**2 * width)
         self.cells = nn.ModuleList(SearchCell(c, width, fused) for c in range(1, NUM_CELLS + 1))
         self.to_rgb = ToRGB(width)
         self.alpha = init_alphas()
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the weights are channels-last (also after ``G.to(memory_format=...)``)."""
+        return is_channels_last(self.to_rgb[2].weight)
 
     @property
     def fused(self) -> bool:

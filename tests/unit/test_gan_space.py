@@ -294,6 +294,9 @@ def test_channels_last_and_fused_switch_keep_the_maths():
     out = H(z)
     assert out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, G(z), rtol=1e-4, atol=1e-5)
+    assert H.channels_last and not G.channels_last
+    G2 = copy.deepcopy(G).to(memory_format=torch.channels_last)  # converted after building
+    assert G2.channels_last and G2(z).is_contiguous(memory_format=torch.channels_last)
     H.fused = False
     assert not H.fused and not any(m.fused for m in H.cells[0].up)
     torch.testing.assert_close(H(z), G(z), rtol=1e-4, atol=1e-5)
