@@ -132,11 +132,21 @@ def test_external_alphas_replace_the_module_alphas():
         G(z, alphas={k: v for k, v in ext.items() if k != "skip3"})
 
 
-# -- fused normal edge -------------------------------------------------------------------------------
-@pytest.mark.parametrize("edge_only", [True, False])
-def test_fused_equals_per_op_sum_in_outputs_and_gradients(edge_only):
+# -- fused edges ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("whole_supernet", [False, True])
+def test_fused_equals_per_op_sum_in_outputs_and_gradients(whole_supernet):
+    """float64, so only rounding separates them; the supernet case covers the up edges, the
+    x4 skip and every α (named_parameters include α)."""
     torch.manual_seed(0)
-    if edge_only:
+    if whole_supernet:
+        fused, plain = tiny(fused=True).double(), tiny(fused=False).double()
+        with torch.no_grad():
+            for a in fused.alphas():
+                a.normal_()  # away from uniform, so a wrong weighting would show
+        plain.load_state_dict(fused.state_dict())
+        z = torch.randn(4, 16, dtype=torch.float64)
+        out_f, out_p = fused(z), plain(z)
+    else:
         fused = MixedNormal(6, fused=True).double()
         plain = copy.deepcopy(fused)
         plain.fused = False
@@ -145,25 +155,13 @@ def test_fused_equals_per_op_sum_in_outputs_and_gradients(edge_only):
         x = torch.randn(3, 6, 5, 5, dtype=torch.float64)
         out_f = fused(x, torch.softmax(alpha, -1))
         out_p = plain(x, torch.softmax(alpha2, -1))
-        params = [(fused, plain)]
-    else:
-        fused, plain = tiny(fused=True).double(), tiny(fused=False).double()
-        plain.load_state_dict(fused.state_dict())
-        with torch.no_grad():
-            for a in fused.alphas():
-                a.normal_()  # away from uniform, so a wrong weighting would show
-        plain.load_state_dict(fused.state_dict())
-        z = torch.randn(4, 16, dtype=torch.float64)
-        out_f, out_p = fused(z), plain(z)
-        params = [(fused, plain)]
     torch.testing.assert_close(out_f, out_p, rtol=1e-10, atol=1e-12)
     g = torch.randn_like(out_f)
     (out_f * g).sum().backward()
     (out_p * g).sum().backward()
-    for f, p in params:
-        for (name, pf), (_, pp) in zip(f.named_parameters(), p.named_parameters()):
-            torch.testing.assert_close(pf.grad, pp.grad, rtol=1e-9, atol=1e-12, msg=name)
-    if edge_only:
+    for (name, pf), (_, pp) in zip(fused.named_parameters(), plain.named_parameters()):
+        torch.testing.assert_close(pf.grad, pp.grad, rtol=1e-9, atol=1e-12, msg=name)
+    if not whole_supernet:
         torch.testing.assert_close(alpha.grad, alpha2.grad, rtol=1e-9, atol=1e-12)
 
 
