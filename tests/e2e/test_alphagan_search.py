@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from datamodules.synthetic.images import write_synthetic_cifar10
+from datamodules.synthetic.images import write_synthetic_cifar10, write_synthetic_stl10
 from experiments.__main__ import cli
 from experiments.config import ConfigError
 from experiments.run import inspect_data, resolve, run_command, train
@@ -61,6 +61,18 @@ def test_every_search_config_resolves() -> None:
     _, cfg = resolve("alphagan_search_cifar10", ["search.variant=l"])
     assert cfg.search.inner_steps is None  # the variant's counts are resolved by the module
     assert (cfg.model.width, cfg.model.d_width, cfg.data.batch_size) == (256, 128, 64)
+
+
+@pytest.mark.parametrize("experiment", ["alphagan_search_cifar10", "alphagan_search_stl10"])
+def test_paper_configs_run_one_fast_dev_batch(experiment, gan_data, tmp_path) -> None:
+    """The paper-size experiments at tiny sizes: one weight batch, then the worst-case and α
+    phases, then the derived genotype (fast_dev_run: no loggers, no checkpoints)."""
+    data = gan_data
+    if "stl10" in experiment:
+        data = tmp_path / "stl10"
+        write_synthetic_stl10(data, n_train=64, n_test=16, seed=0)
+    result = train(experiment, tiny_search(tmp_path / "out", data, "trainer.fast_dev_run=1"))
+    assert Genotype.load(result.run_dir / "genotype.yaml").bottom_width == 1
 
 
 def test_run_folder_holds_genotype_samples_and_alpha_history(search_run) -> None:
