@@ -278,6 +278,8 @@ class AlphaGANSearch(L.LightningModule):
                     sched.step()
 
     def on_train_epoch_end(self) -> None:
+        for name, opt in zip(("g", "d", "alpha"), self.optimizers(), strict=True):
+            self.log(f"lr/{name}", opt.param_groups[0]["lr"])  # the G-lr drift shows here
         weights = self.generator.edge_weights()
         self.alpha_history.append([float(v) for e in EDGE_NAMES for v in weights[e]])
         s = self.search_cfg

@@ -91,7 +91,7 @@ def test_run_folder_holds_genotype_samples_and_alpha_history(search_run) -> None
     assert len(rows[0]) == 1 + 9 * 6 + 9 * 3  # epoch; 9 normal edges x 6 ops, 9 up/skip x 3
     metrics = json.loads((run_dir / "metrics.json").read_text())["fit"]
     for key in ("search/duality_gap", "search/minmax", "search/maxmin", "train/d_loss", "train/g_loss",
-                "worst/d_loss", "search/feature_distance"):  # fmt: skip
+                "worst/d_loss", "search/feature_distance", "lr/g", "lr/d", "lr/alpha"):  # fmt: skip
         assert key in metrics, key
     assert metrics["search/d_step"] == 10 and metrics["search/arch_step"] == 4
     assert metrics["search/duality_gap"] == pytest.approx(
