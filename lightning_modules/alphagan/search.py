@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from tqdm.auto import tqdm
 
+from datamodules.errors import DataError
 from search_spaces.gan import EDGE_NAMES, GeneratorSupernet, Genotype
 
 from ..callbacks import media_logger
@@ -126,8 +127,9 @@ class AlphaGANSearch(L.LightningModule):
                 batch = next(self._arch_iter)
             except StopIteration:
                 if int(self.arch_cursor) == 0:
-                    raise RuntimeError(
-                        "the arch loader (second half of the data) is empty"
+                    raise DataError(
+                        "the second half of the data (worst-case and α phases) holds no full "
+                        "batch on this rank: lower data.batch_size or use more images"
                     ) from None
                 self._arch_iter = None
                 self.arch_pass += 1
