@@ -5,7 +5,7 @@
    the duality gap, every epoch;
 2. report the derived genotype, the last sample grids (continuous supernet and argmax path) and
    whether G's samples improved: the stand-in feature distance (random conv features, not FID)
-   between 512 samples and the held-out images, for the weights the search started from and
+   between 256 samples and the held-out images, for the weights the search started from and
    for the final ones.
 
     python -m experiments demo alphagan [key=value ...]   # overrides go to the search
@@ -28,7 +28,7 @@ from search_spaces.gan import Genotype
 EXPERIMENT = "alphagan_search_synthetic"
 
 
-def sample_distances(ckpt: Path, num_samples: int = 512) -> tuple[float, float]:
+def sample_distances(ckpt: Path, num_samples: int = 256) -> tuple[float, float]:
     """The feature distance of the search's starting G and of its final G (same z for both)."""
     run = load_run(ckpt)
     start, _ = build(run.cfg, None)  # same seed: the weights the search started from
