@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import describe_machine, peak_memory_mb, reset_peak_memory
+from experiments.allocator import glibc_tuning_requested, keep_freed_memory
 from lightning_modules.alphagan.config import VARIANTS
 from lightning_modules.alphagan.search import AlphaGANSearch
 
@@ -232,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    # SUITE_GLIBC_TUNING=1: keep freed memory in the process (experiments/allocator.py)
+    glibc = glibc_tuning_requested() and args.device == "cpu" and keep_freed_memory(cuda=False)
     widths = [int(w) for w in args.widths.split(",")]
     report: dict = {"system": "alphagan", "date": time.strftime("%Y-%m-%d %H:%M"),
-                    "machine": describe_machine(args.threads), "protocol": __doc__.split("\n\n")[1],
+                    "machine": describe_machine(args.threads), "glibc_tuning": bool(glibc), "protocol": __doc__.split("\n\n")[1],
                     "suite": []}  # fmt: skip
     reference = args.reference and args.device == "cpu"
     clocks = {"both": ("wall", "cpu"), "wall": ("wall",), "cpu": ("cpu",)}[args.reference_clock]
