@@ -25,9 +25,10 @@ from experiments.config import CheckpointConfig, ConfigError, RunConfig, Trainer
 from experiments.registry import RunContext, SystemSpec
 from experiments.trainer import env_rank
 from lightning_modules.dualtalker import DualTalkerOptions
-from lightning_modules.dualtalker.config import EvalConfig, OptimConfig, as_config
+from lightning_modules.dualtalker.config import EvalConfig, OptimConfig
 from lightning_modules.dualtalker.metrics import PAPER_UNITS, check_unseen_condition
 from lightning_modules.dualtalker.module import DualTalkerModule
+from lightning_modules.options import as_config
 
 SPEECH_ENGINES = ("auto", "espeak", "formant")
 

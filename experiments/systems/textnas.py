@@ -21,7 +21,8 @@ from experiments.checkpoints import load_checkpoint
 from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig
 from experiments.registry import RunContext, SystemSpec
 from experiments.trainer import env_rank
-from lightning_modules.textnas.config import RetrainOptimConfig, SupernetConfig, as_config
+from lightning_modules.options import as_config
+from lightning_modules.textnas.config import RetrainOptimConfig, SupernetConfig
 from lightning_modules.textnas.metrics import SHORT_NAMES
 from lightning_modules.textnas.retrain import TextNASRetrainModule
 from search_spaces.text import (

@@ -21,34 +21,11 @@ default where it is harmless and the fix as the default where it is a bug:
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional, TypeVar
-
-T = TypeVar("T")
+from typing import NamedTuple, Optional
 
 #: alphaGAN(s) and alphaGAN(l) differ only in step counts (§2.5): inner, worst, arch.
 VARIANTS: dict[str, tuple[int, int, int]] = {"s": (20, 20, 20), "l": (390, 390, 20)}
-
-
-def as_config(cls: type[T], value: T | Mapping[str, Any] | None) -> T:
-    """``value`` as a ``cls`` instance: an instance as it is, a mapping over the defaults, an
-    instance of a subclass (a config section with more keys) cut down to ``cls``'s fields."""
-    if type(value) is cls:
-        return value
-    names = {f.name for f in dataclasses.fields(cls)}
-    if isinstance(value, cls):
-        value = {n: getattr(value, n) for n in names}
-    unknown = sorted(set(value or {}) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}")
-    return cls(**dict(value or {}))
-
-
-def plain(config: Any) -> dict[str, Any]:
-    """A config dataclass as plain dicts and lists (what a weights-only checkpoint holds)."""
-    return dataclasses.asdict(config)
 
 
 @dataclass

@@ -35,10 +35,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from tqdm.auto import tqdm
 
 from datamodules.errors import DataError
+from lightning_modules.options import as_config, plain
 from search_spaces.gan import EDGE_NAMES, GeneratorSupernet, Genotype
 
 from ..callbacks import media_logger
-from .config import ModelConfig, SearchConfig, SearchOptimConfig, as_config, plain, step_counts
+from .config import ModelConfig, SearchConfig, SearchOptimConfig, step_counts
 from .discriminator import Discriminator
 from .distributed import set_gradients
 from .feature_distance import FeatureDistance, generator_distance

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from lightning_modules.callbacks import media_logger
+from lightning_modules.options import as_config, plain
 
-from .config import EvalConfig, OptimConfig, as_config, plain
+from .config import EvalConfig, OptimConfig
 from .lip_reader import CharVocab
 from .losses import compute_losses
 from .metrics import PAPER_UNITS, LipVertexError, UpperFaceDynamicsDeviation, condition_indices

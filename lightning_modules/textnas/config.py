@@ -8,32 +8,10 @@ their ``optim``, ``controller``, ``search`` and ``supernet`` sections, and the m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Optional
 
 from search_spaces.text import OP_NAMES, TextNASOptions
-
-T = TypeVar("T")
-
-
-def as_config(cls: type[T], value: T | Mapping[str, Any] | None) -> T:
-    """``value`` as a ``cls`` instance: an instance as it is, a mapping over the defaults, an
-    instance of a subclass (e.g. a config section that adds keys) cut down to ``cls``'s fields."""
-    if type(value) is cls:
-        return value
-    names = {f.name for f in dataclasses.fields(cls)}
-    if isinstance(value, cls):
-        value = {n: getattr(value, n) for n in names}
-    unknown = sorted(set(value or {}) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}")
-    return cls(**dict(value or {}))
-
-
-def plain(config: Any) -> dict[str, Any]:
-    """A config dataclass as plain dicts and lists (what a weights-only checkpoint can hold)."""
-    return dataclasses.asdict(config)
 
 
 @dataclass

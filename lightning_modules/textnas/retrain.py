@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules.options import as_config, plain
 from search_spaces.text import Architecture, TextNASClassifier, TextNASEncoder, TextNASOptions
 
-from .config import RetrainOptimConfig, as_config, plain
+from .config import RetrainOptimConfig
 from .metrics import build_metrics, predictions
 from .schedules import follow_max_epochs
 

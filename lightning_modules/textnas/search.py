@@ -48,13 +48,12 @@ from search_spaces.text import Architecture, TextNASSupernet
 from search_spaces.text.strategies import RandomStrategy
 
 from ..callbacks import media_logger
+from ..options import as_config, plain
 from .config import (
     ControllerConfig,
     SearchConfig,
     SearchOptimConfig,
     SupernetConfig,
-    as_config,
-    plain,
 )
 from .controller import EnasController, reinforce_step
 from .derive import sample_architecture

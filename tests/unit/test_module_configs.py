@@ -7,12 +7,11 @@ import dataclasses
 import pytest
 
 from experiments.systems.textnas import TextNASModelConfig
+from lightning_modules.options import as_config, plain
 from lightning_modules.textnas.config import (
     ControllerConfig,
     RetrainOptimConfig,
     SupernetConfig,
-    as_config,
-    plain,
 )
 from lightning_modules.textnas.retrain import TextNASRetrainModule
 from lightning_modules.textnas.search import TextNASSearchModule
