@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.machine import describe_machine, peak_memory_mb, reset_peak_memory
+from benchmarks.machine import describe_machine, peak_memory_mb, reset_peak_memory, time_steps
 from lightning_modules.dualtalker import DualTalker, DualTalkerOptions, compute_losses
 
 PEER_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "peers" / "faceformer_step.py"
@@ -109,28 +109,13 @@ def make_step(net: DualTalker, batch: dict, teacher_forcing: bool):
     return step
 
 
-def time_step(step, warmup: int, steps: int, device: str = "cpu") -> list[float]:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def bench_entry(variant: str, mode: str, batch: int, warmup: int, steps: int,
                 device: str = "cpu", audio_encoder: str = "faceformer-bench") -> dict:  # fmt: skip
     """One configuration's figures (median step time, per sequence, sequences/s, peak memory)."""
     net = build(variant, device, audio_encoder)
     data = make_batch(batch, device)
     reset_peak_memory(device)
-    times = time_step(make_step(net, data, mode == "teacher_forcing"), warmup, steps, device)
+    times = time_steps(make_step(net, data, mode == "teacher_forcing"), warmup, steps, device)
     median = statistics.median(times)
     return {
         "name": f"{variant}_{mode}_batch{batch}",

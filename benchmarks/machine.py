@@ -6,6 +6,8 @@ import os
 import platform
 import resource
 import sys
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -60,3 +62,20 @@ def peak_memory_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def time_steps(step: Callable[[], object], warmup: int, steps: int, device: str = "cpu") -> list[float]:
+    """Wall seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones
+    (CUDA synchronised around each timed call)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times

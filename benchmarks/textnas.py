@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.machine import describe_machine, peak_memory_mb, reset_peak_memory
+from benchmarks.machine import describe_machine, peak_memory_mb, reset_peak_memory, time_steps
 from experiments.allocator import glibc_tuning_requested, keep_freed_memory
 from search_spaces.text import (
     Architecture,
@@ -133,21 +133,6 @@ def make_step(
         return loss.item()
 
     return step
-
-
-def time_steps(step: Callable[[], float], warmup: int, steps: int, device: str) -> list[float]:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def time_variants(
