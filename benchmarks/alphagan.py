@@ -53,10 +53,10 @@ BATCH, PAPER_BATCH, EPOCHS = 16, 64, 99
 
 
 def build(
-    width: int, device: str, channels_last: bool = True, fused: bool = True
+    width: int, device: str, channels_last: bool = True, fused: bool = True, conv: str = "auto"
 ) -> AlphaGANSearch:
     model = {"width": width, "d_width": 128, "latent_dim": 128, "bottom_width": 4,
-             "channels_last": channels_last}  # fmt: skip
+             "channels_last": channels_last, "conv": conv}  # fmt: skip
     module = AlphaGANSearch(model=model, search={"eval_every": 0, "plots": False},
                             optim={"fused": fused}, seed=2)  # fmt: skip
     return module.to(device).train()
@@ -224,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         "--reference", action="store_true", default=bool(os.environ.get("SUITE_BENCH_REFERENCE"))
     )
     parser.add_argument(
-        "--ablate", action="store_true", help="also time each width with channels_last off"
-    )
+        "--ablate", action="store_true",
+        help="also time each width with the direct 5x5 convolution (model.conv=direct)",
+    )  # fmt: skip
     parser.add_argument(
         "--reference-clock", choices=("both", "wall", "cpu"), default="both",
         help="time the reference by wall clock, CPU seconds, or both (two runs)",
@@ -247,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         report["suite"].append(bench_width(width, args.device, args.warmup, args.reps))
         if args.ablate and args.device == "cpu":
             report["suite"].append(
-                bench_width(width, args.device, args.warmup, args.reps, channels_last=False)
+                bench_width(width, args.device, args.warmup, args.reps, conv="direct")
             )
     if reference and "cpu" in clocks:
         report["reference_cpu_clock"] = run_reference(

@@ -37,6 +37,7 @@ from lightning_modules.alphagan.config import (
 )
 from lightning_modules.alphagan.plots import alpha_heatmap, genotype_figure, save_figure
 from lightning_modules.alphagan.search import AlphaGANSearch
+from search_spaces.gan.cell import CONV_ALGORITHMS
 
 PRECISIONS = ("32", "32-true", "bf16-mixed")
 IMAGE_SIZES = {"cifar10": 32, "stl10": 48}
@@ -86,6 +87,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(
             f"search.variant: expected one of {', '.join(VARIANTS)}, got '{s.variant}'"
         )
+    if m.conv not in CONV_ALGORITHMS:
+        raise ConfigError(f"model.conv: expected one of {', '.join(CONV_ALGORITHMS)}, got '{m.conv}'")
     for key in ("inner_steps", "worst_steps", "arch_steps"):
         if s[key] is not None and s[key] < 0:
             raise ConfigError(

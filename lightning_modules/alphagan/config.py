@@ -38,6 +38,7 @@ class ModelConfig:
     bottom_width: int = 4  # 4 for 32x32 (CIFAR-10), 6 for 48x48 (STL-10)
     d_spectral_norm: bool = True  # reference: --d_spectral_norm (store_false) -> True
     channels_last: bool = True  # memory format of G and D (speed only)
+    conv: str = "auto"  # G's fused 5x5 convolutions: auto (FFT on CPU, cuDNN on CUDA) | fft | direct
 
 
 @dataclass

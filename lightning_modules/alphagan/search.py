@@ -71,7 +71,7 @@ class AlphaGANSearch(L.LightningModule):
         m = self.model_cfg
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.generator = GeneratorSupernet(m.latent_dim, m.width, m.bottom_width)
+            self.generator = GeneratorSupernet(m.latent_dim, m.width, m.bottom_width, conv=m.conv)
             self.discriminator = Discriminator(m.d_width, spectral_norm=m.d_spectral_norm)
             fixed_z = torch.randn(self.search_cfg.num_samples, m.latent_dim)
         if m.channels_last:

@@ -16,6 +16,13 @@ in the forward and in both backward convolutions.  The separable convolutions st
 (each has BatchNorm between its convolutions) but share the edge's one ``ReLU(x)``.  On an
 up-sampling edge the op weights are folded into the smaller side (kernel, interpolation
 input) and, at 2x, nearest into the deconv kernel (see :class:`MixedUp`).
+
+**The fused 5x5 convolution's algorithm** (``conv``): ``"direct"`` is ``F.conv2d``; ``"fft"``
+is the same convolution by a tiled FFT (:mod:`search_spaces.gan.fft_conv`); ``"auto"`` (the
+default) is ``"fft"`` on CPU where it measured faster
+(:func:`~search_spaces.gan.fft_conv.fft_pays`: 256 channels from 16 px, 128 from 32 px) and
+``"direct"`` elsewhere.  Without autograd (the D steps' samples) the kernel's spectrum
+is kept while the kernel is unchanged.
 """
 
 from __future__ import annotations
@@ -26,10 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from search_spaces.gan.fft_conv import SpectrumCache, fft_conv2d, fft_pays, tile_for
 from search_spaces.gan.genotype import NUM_NORMAL, NUM_UP, SKIP_SOURCES
 from search_spaces.gan.ops import CONV_OPS, NORMAL_OPS, UP_OPS, build_normal_op, build_up_op
 
-__all__ = ["MixedNormal", "MixedUp", "SearchCell"]
+__all__ = ["CONV_ALGORITHMS", "MixedNormal", "MixedUp", "SearchCell"]
+
+#: The fused 5x5 convolution's algorithms (``conv``; see the module docstring).
+CONV_ALGORITHMS = ("auto", "direct", "fft")
 
 _NUM_CONV = len(CONV_OPS)  # the plain convolutions come first in NORMAL_OPS
 _KMAX = max(CONV_OPS.values())
@@ -40,20 +51,38 @@ assert tuple(UP_OPS) == ("deconv", "nearest", "bilinear")
 class MixedNormal(nn.Module):
     """A normal edge: the six ops of :data:`NORMAL_OPS`, SepConv BN without affine."""
 
-    def __init__(self, channels: int, fused: bool = True) -> None:
+    def __init__(self, channels: int, fused: bool = True, conv: str = "auto") -> None:
         super().__init__()
-        self.fused = fused
+        if conv not in CONV_ALGORITHMS:
+            raise ValueError(f"conv={conv!r}: expected one of {', '.join(CONV_ALGORITHMS)}")
+        self.fused, self.conv = fused, conv
         self.ops = nn.ModuleList(
             build_normal_op(name, channels, affine=False) for name in NORMAL_OPS
         )
         self._pads = [(_KMAX - k) // 2 for k in CONV_OPS.values()]
+        self._spectrum = SpectrumCache()
+
+    def uses_fft(self, r: torch.Tensor) -> bool:
+        """Whether the fused convolution of ``r`` runs through the FFT path (float32/64 only:
+        under autocast or in half precision the convolution stays direct)."""
+        if self.conv == "direct" or r.dtype not in (torch.float32, torch.float64):
+            return False
+        if torch.is_autocast_enabled(r.device.type):
+            return False
+        if self.conv == "fft":
+            return True
+        return r.device.type == "cpu" and fft_pays(r.shape[1], min(r.shape[-2:]))
 
     def fused_conv(self, r: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``sum_{i<3} w_i * conv_i(r)`` (``r = ReLU(x)``) as one 5x5 convolution."""
         convs = [op.conv for op in self.ops[:_NUM_CONV]]
         kernel = sum(w * F.pad(c.weight, [p] * 4) for w, c, p in zip(weights, convs, self._pads))
         bias = sum(w * c.bias for w, c in zip(weights, convs))
-        return F.conv2d(r, kernel, bias, padding=_KMAX // 2)
+        if not self.uses_fft(r):
+            return F.conv2d(r, kernel, bias, padding=_KMAX // 2)
+        tile = tile_for(min(r.shape[-2:]), _KMAX)
+        spectrum = self._spectrum.get(kernel, tile)
+        return fft_conv2d(r, kernel, bias, padding=_KMAX // 2, tile=tile, spectrum=spectrum)
 
     def forward(
         self, x: torch.Tensor, weights: torch.Tensor | None, index: int | None = None
@@ -112,11 +141,11 @@ class SearchCell(nn.Module):
     per edge) selects the discrete path.
     """
 
-    def __init__(self, cell: int, channels: int, fused: bool = True) -> None:
+    def __init__(self, cell: int, channels: int, fused: bool = True, conv: str = "auto") -> None:
         super().__init__()
         self.cell = cell
         self.up = nn.ModuleList(MixedUp(channels, fused=fused) for _ in range(NUM_UP))
-        self.normal = nn.ModuleList(MixedNormal(channels, fused) for _ in range(NUM_NORMAL))
+        self.normal = nn.ModuleList(MixedNormal(channels, fused, conv) for _ in range(NUM_NORMAL))
         self.skip = nn.ModuleList(
             MixedUp(channels, times=cell - src, fused=fused) for src in SKIP_SOURCES[cell]
         )

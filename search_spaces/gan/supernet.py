@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.gan.cell import MixedNormal, MixedUp, SearchCell
+from search_spaces.gan.cell import CONV_ALGORITHMS, MixedNormal, MixedUp, SearchCell
 from search_spaces.gan.genotype import (
     ALPHA_ROWS,
     ALPHA_SHAPES,
@@ -69,6 +69,8 @@ class GeneratorSupernet(nn.Module):
 
     ``fused`` selects the fused mixed edges (same maths, less work; see
     :mod:`search_spaces.gan.cell`); it can be switched at any time (``G.fused = False``).
+    ``conv`` picks the fused 5x5 convolution's algorithm (``auto``: a tiled FFT on CPU, cuDNN
+    on CUDA; ``direct``: ``F.conv2d`` everywhere; ``fft``).
     ``channels_last`` stores the convolution weights and runs the activations in the
     channels-last memory format (faster convolutions on CPU and on GPU tensor cores).
     """
@@ -80,11 +82,14 @@ class GeneratorSupernet(nn.Module):
         bottom_width: int = 4,
         fused: bool = True,
         channels_last: bool = False,
+        conv: str = "auto",
     ) -> None:
         super().__init__()
         self.latent_dim, self.width, self.bottom_width = latent_dim, width, bottom_width
         self.stem = nn.Linear(latent_dim, bottom_width**2 * width)
-        self.cells = nn.ModuleList(SearchCell(c, width, fused) for c in range(1, NUM_CELLS + 1))
+        self.cells = nn.ModuleList(
+            SearchCell(c, width, fused, conv) for c in range(1, NUM_CELLS + 1)
+        )
         self.to_rgb = ToRGB(width)
         self.alpha = init_alphas()
         if channels_last:
@@ -103,6 +108,20 @@ class GeneratorSupernet(nn.Module):
     def fused(self, value: bool) -> None:
         for m in self._edges():
             m.fused = value
+
+    @property
+    def conv(self) -> str:
+        """The fused 5x5 convolution's algorithm: ``auto``, ``direct`` or ``fft``
+        (:mod:`search_spaces.gan.cell`); it can be switched at any time."""
+        return next(m.conv for m in self._edges() if isinstance(m, MixedNormal))
+
+    @conv.setter
+    def conv(self, value: str) -> None:
+        if value not in CONV_ALGORITHMS:
+            raise ValueError(f"conv={value!r}: expected one of {', '.join(CONV_ALGORITHMS)}")
+        for m in self._edges():
+            if isinstance(m, MixedNormal):
+                m.conv = value
 
     def _edges(self) -> Iterator[MixedNormal | MixedUp]:
         return (m for m in self.modules() if isinstance(m, (MixedNormal, MixedUp)))

@@ -144,6 +144,7 @@ def test_tiny_search_improves_the_samples(gan_data, tmp_path) -> None:
         ("model.bottom_width=4", ["model.bottom_width=4", "32x32", "8x8", "model.bottom_width=1"]),
         ("search.variant=m", ["search.variant", "s, l"]),
         ("search.arch_steps=-1", ["search.arch_steps", ">= 0"]),
+        ("model.conv=winograd", ["model.conv", "auto, direct, fft", "winograd"]),
         ("trainer.gradient_clip_val=1.0", ["gradient_clip_val", "manual optimization"]),
     ],
 )
