@@ -8,7 +8,9 @@ format of ``search_spaces/gan/genotypes/*.yaml``) with ``genotype.png`` and the 
 and ``search/alpha_history.csv`` (softmax(α) of every edge after every epoch).
 
 ``python -m experiments derive alphagan_search_cifar10 ckpt=PATH`` re-derives the genotype from
-any search checkpoint into a new ``<timestamp>-derive`` folder.
+any search checkpoint into a new ``<timestamp>-derive`` folder;
+``python -m experiments genotype alphagan_search_cifar10 FILE`` checks and draws a genotype file
+(or a shipped one: ``alphagan_l``, ``alphagan_s``) against the experiment's bottom width.
 
 Trainer notes (lightning.md §2-§4): manual optimization (``trainer.gradient_clip_val`` null);
 the epoch length is the search's own (``search.inner_steps``); under DDP each phase leaves
@@ -37,6 +39,7 @@ from lightning_modules.alphagan.config import (
 )
 from lightning_modules.alphagan.plots import alpha_heatmap, genotype_figure, save_figure
 from lightning_modules.alphagan.search import AlphaGANSearch
+from search_spaces.gan import GenotypeError, load_genotype, shipped_genotypes
 from search_spaces.gan.cell import CONV_ALGORITHMS
 
 PRECISIONS = ("32", "32-true", "bf16-mixed")
@@ -88,7 +91,9 @@ def validate(cfg: DictConfig) -> None:
             f"search.variant: expected one of {', '.join(VARIANTS)}, got '{s.variant}'"
         )
     if m.conv not in CONV_ALGORITHMS:
-        raise ConfigError(f"model.conv: expected one of {', '.join(CONV_ALGORITHMS)}, got '{m.conv}'")
+        raise ConfigError(
+            f"model.conv: expected one of {', '.join(CONV_ALGORITHMS)}, got '{m.conv}'"
+        )
     for key in ("inner_steps", "worst_steps", "arch_steps"):
         if s[key] is not None and s[key] < 0:
             raise ConfigError(
@@ -195,6 +200,33 @@ def derive_command(cfg: DictConfig, args: list[str]) -> int:
     return 0
 
 
+def genotype_command(cfg: DictConfig, args: list[str]) -> int:
+    """``genotype EXPERIMENT FILE|NAME``: check a genotype YAML (or a shipped one by name)
+    against the experiment's bottom width, print its edges, and write it back in the shipped
+    format with its drawing into a new ``<timestamp>-genotype`` folder.  A bad file is one
+    error naming the file, line and edge, and writes nothing."""
+    from experiments.trainer import make_run_dir
+
+    if len(args) != 1:
+        raise ConfigError(
+            "genotype needs one genotype: a YAML file or a shipped name "
+            f"({', '.join(shipped_genotypes())})"
+        )
+    try:
+        genotype = load_genotype(args[0])
+        genotype.check(int(cfg.model.bottom_width))
+    except GenotypeError as e:
+        raise ConfigError(str(e)) from None
+    out_dir = make_run_dir(cfg, suffix="-genotype")
+    genotype.save(out_dir / "genotype.yaml", comment=f"checked from {args[0]}")
+    save_figure(genotype_figure(genotype, f"genotype {Path(args[0]).name}"),
+                out_dir / "genotype.png")  # fmt: skip
+    for name, op in genotype.edges.items():
+        print(f"{name:<14} {op}")
+    print(f"run folder: {out_dir}")
+    return 0
+
+
 SPEC = SystemSpec(
     name="alphagan_search",
     config_cls=AlphaGANSearchConfig,
@@ -205,5 +237,5 @@ SPEC = SystemSpec(
     find_unused_parameters=True,  # G in the D step, D and α in the G step get no gradient
     after_fit=after_fit,
     commands=("train",),
-    extra_commands={"derive": derive_command},
+    extra_commands={"derive": derive_command, "genotype": genotype_command},
 )
