@@ -25,7 +25,10 @@ paper's batch 64, from the batch-16 times scaled by 4; evaluation excluded).
 first, in the same session, with ``AG_MODES=anomaly_off`` (needs ``PEER_SRC``, see
 ``../shared/peers/README.md``), and records the ratio reference / suite per width.
 
-    python -m benchmarks.alphagan [--threads 2] [--reps 5] [--widths 256,64] [--reference]
+``--ablate`` also times each width with ``model.conv=direct`` (the stock 5x5 convolution
+instead of the FFT path).
+
+    python -m benchmarks.alphagan [--threads 2] [--reps 5] [--widths 256,64] [--reference] [--ablate]
 """
 
 from __future__ import annotations
