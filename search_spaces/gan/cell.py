@@ -37,10 +37,18 @@ from search_spaces.gan.fft_conv import SpectrumCache, fft_conv2d, fft_pays, tile
 from search_spaces.gan.genotype import NUM_NORMAL, NUM_UP, SKIP_SOURCES
 from search_spaces.gan.ops import CONV_OPS, NORMAL_OPS, UP_OPS, build_normal_op, build_up_op
 
-__all__ = ["CONV_ALGORITHMS", "MixedNormal", "MixedUp", "SearchCell"]
+__all__ = ["CONV_ALGORITHMS", "check_conv", "MixedNormal", "MixedUp", "SearchCell"]
 
 #: The fused 5x5 convolution's algorithms (``conv``; see the module docstring).
 CONV_ALGORITHMS = ("auto", "direct", "fft")
+
+
+def check_conv(conv: str) -> str:
+    """``conv`` if it names one of :data:`CONV_ALGORITHMS`, else a ValueError naming them."""
+    if conv not in CONV_ALGORITHMS:
+        raise ValueError(f"conv={conv!r}: expected one of {', '.join(CONV_ALGORITHMS)}")
+    return conv
+
 
 _NUM_CONV = len(CONV_OPS)  # the plain convolutions come first in NORMAL_OPS
 _KMAX = max(CONV_OPS.values())
@@ -53,9 +61,7 @@ class MixedNormal(nn.Module):
 
     def __init__(self, channels: int, fused: bool = True, conv: str = "auto") -> None:
         super().__init__()
-        if conv not in CONV_ALGORITHMS:
-            raise ValueError(f"conv={conv!r}: expected one of {', '.join(CONV_ALGORITHMS)}")
-        self.fused, self.conv = fused, conv
+        self.fused, self.conv = fused, check_conv(conv)
         self.ops = nn.ModuleList(
             build_normal_op(name, channels, affine=False) for name in NORMAL_OPS
         )

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from search_spaces.gan.ops import is_channels_last
+
 __all__ = [
     "MIN_SIZE",
     "MIN_WORK",
@@ -49,15 +51,13 @@ __all__ = [
 #: 16 px 1.03; 64 ch at 32 px 1.13; 32 ch at 32 px 1.7 (docs/alphagan.md).
 MIN_SIZE = 16
 MIN_WORK = 4096
+_MAX_TILE_OUTPUT = 16  # outputs per tile side: 16 (tile 20 for 5x5) measured best at 32x32
 
 
 def fft_pays(channels: int, size: int) -> bool:
     """Whether a 5x5 convolution of ``channels`` channels on ``size``-pixel maps is faster by
     FFT on CPU (the measured rule above)."""
     return size >= MIN_SIZE and channels * size >= MIN_WORK
-
-
-_MAX_TILE_OUTPUT = 16  # outputs per tile side: 16 (tile 20 for 5x5) measured best at 32x32
 
 
 Spectrum = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -143,7 +143,7 @@ def fft_conv2d(
     out = torch.complex((k1 - k2).permute(1, 2, 0), (k3 - k1 - k2).permute(1, 2, 0))
     out = out.reshape(n, th, tw, out_ch, tile, fv)
     out = torch.fft.irfft2(out, s=(tile, tile))[..., :mh, :mw]  # (n, th, tw, O, mh, mw)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if is_channels_last(x):
         out = out.permute(0, 1, 4, 2, 5, 3).reshape(n, th * mh, tw * mw, out_ch)
         out = out[:, :ho, :wo].permute(0, 3, 1, 2)
     else:
@@ -180,9 +180,6 @@ class SpectrumCache:
             self.kernel, self.tile = kernel, tile
             self.spectrum = kernel_spectrum(kernel, tile)
         return self.spectrum
-
-    def clear(self) -> None:
-        self.kernel = self.spectrum = None
 
     def __deepcopy__(self, memo: dict) -> SpectrumCache:
         return SpectrumCache()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.gan.cell import CONV_ALGORITHMS, MixedNormal, MixedUp, SearchCell
+from search_spaces.gan.cell import MixedNormal, MixedUp, SearchCell, check_conv
 from search_spaces.gan.genotype import (
     ALPHA_ROWS,
     ALPHA_SHAPES,
@@ -117,8 +117,7 @@ class GeneratorSupernet(nn.Module):
 
     @conv.setter
     def conv(self, value: str) -> None:
-        if value not in CONV_ALGORITHMS:
-            raise ValueError(f"conv={value!r}: expected one of {', '.join(CONV_ALGORITHMS)}")
+        check_conv(value)
         for m in self._edges():
             if isinstance(m, MixedNormal):
                 m.conv = value
