@@ -62,6 +62,7 @@ test-gpu: setup
 	$(PY) -m pytest -m gpu -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
@@ -89,7 +90,7 @@ derive-alphagan: $(STAMP)
 	$(PY) -m experiments derive $(or $(EXPERIMENT),alphagan_search_cifar10) $(ARGS)
 
 prepare-voca: $(STAMP)
-	$(PY) -m datamodules.face_prepare $(ARGS)
+	$(PY) -m datamodules.face.prepare $(ARGS)
 
 train-dualtalker: $(STAMP)
 	$(PY) -m experiments train $(or $(EXPERIMENT),dualtalker_voca) $(ARGS)

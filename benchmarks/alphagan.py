@@ -58,10 +58,17 @@ BATCH, PAPER_BATCH, EPOCHS = 16, 64, 99
 def build(
     width: int, device: str, channels_last: bool = True, fused: bool = True, conv: str = "auto"
 ) -> AlphaGANSearch:
-    model = {"width": width, "d_width": 128, "latent_dim": 128, "bottom_width": 4,
-             "channels_last": channels_last, "conv": conv}  # fmt: skip
-    module = AlphaGANSearch(model=model, search={"eval_every": 0, "plots": False},
-                            optim={"fused": fused}, seed=2)  # fmt: skip
+    model = {
+        "width": width,
+        "d_width": 128,
+        "latent_dim": 128,
+        "bottom_width": 4,
+        "channels_last": channels_last,
+        "conv": conv,
+    }
+    module = AlphaGANSearch(
+        model=model, search={"eval_every": 0, "plots": False}, optim={"fused": fused}, seed=2
+    )
     return module.to(device).train()
 
 
@@ -99,8 +106,13 @@ def steps(module: AlphaGANSearch, device: str) -> dict[str, Callable[[], object]
     G, D = module.generator, module.discriminator
     g_opt = torch.optim.Adam(list(G.weights()), lr=o.g_lr, betas=tuple(o.betas), fused=o.fused)
     d_opt = torch.optim.Adam(D.parameters(), lr=o.d_lr, betas=tuple(o.betas), fused=o.fused)
-    a_opt = torch.optim.Adam(G.alphas(), lr=o.arch_lr, betas=tuple(o.arch_betas),
-                             weight_decay=o.arch_weight_decay, fused=o.fused)  # fmt: skip
+    a_opt = torch.optim.Adam(
+        G.alphas(),
+        lr=o.arch_lr,
+        betas=tuple(o.arch_betas),
+        weight_decay=o.arch_weight_decay,
+        fused=o.fused,
+    )
     module.worst.refresh(G, D, module.search_cfg.worst_lr, tuple(o.betas))
     frozen = [*D.parameters(), *G.alphas()]
 
@@ -146,8 +158,12 @@ def projection(t: dict[str, float]) -> dict[str, float]:
         d_steps = min(inner + 2, 391)  # the train half of CIFAR-10 has 391 batches of 64
         g_steps = d_steps / 5
         w = worst + 2
-        per_epoch = (d_steps * t["d_step"] + g_steps * t["g_step"] + w * (t["worst_d_step"] + t["worst_g_step"])
-                     + arch * t["alpha_step"])  # fmt: skip
+        per_epoch = (
+            d_steps * t["d_step"]
+            + g_steps * t["g_step"]
+            + w * (t["worst_d_step"] + t["worst_g_step"])
+            + arch * t["alpha_step"]
+        )
         out[f"alphagan_{variant}_hours"] = round(EPOCHS * per_epoch * scale / 3600, 2)
     return out
 
@@ -156,10 +172,16 @@ def bench_width(width: int, device: str, warmup: int, reps: int, **kw) -> dict:
     torch.manual_seed(0)
     module = build(width, device, **kw)
     reset_peak_memory(device)
-    entry: dict = {"width": width, "d_width": 128, "batch_size": BATCH, "device": device,
-                   "precision": "fp32", "options": kw,
-                   "g_supernet_params": sum(p.numel() for p in module.generator.weights()),
-                   "alpha_params": sum(a.numel() for a in module.generator.alphas())}  # fmt: skip
+    entry: dict = {
+        "width": width,
+        "d_width": 128,
+        "batch_size": BATCH,
+        "device": device,
+        "precision": "fp32",
+        "options": kw,
+        "g_supernet_params": sum(p.numel() for p in module.generator.weights()),
+        "alpha_params": sum(a.numel() for a in module.generator.alphas()),
+    }
     medians = {}
     for name, fn in steps(module, device).items():
         times, cpu = time_it(fn, warmup, reps, device)
@@ -188,12 +210,21 @@ def run_reference(
         raise SystemExit(
             f"--reference needs {PEER_SCRIPT} and PEER_SRC (../shared/peers/README.md, section 1)"
         )
-    env = {**os.environ, "AG_MODES": "anomaly_off", "AG_WIDTHS": ",".join(map(str, widths)),
-           "AG_REPS": str(reps), "AG_WARMUP": str(warmup), "OMP_NUM_THREADS": str(threads)}  # fmt: skip
+    env = {
+        **os.environ,
+        "AG_MODES": "anomaly_off",
+        "AG_WIDTHS": ",".join(map(str, widths)),
+        "AG_REPS": str(reps),
+        "AG_WARMUP": str(warmup),
+        "OMP_NUM_THREADS": str(threads),
+    }
     patch = "import time; time.perf_counter = time.process_time; " if clock == "cpu" else ""
     code = f"{patch}import runpy, sys; sys.argv = [{str(PEER_SCRIPT)!r}]; runpy.run_path(sys.argv[0], run_name='__main__')"
-    print(f"reference harness {PEER_SCRIPT.name} (widths {widths}, anomaly off, {clock} clock) ...",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"reference harness {PEER_SCRIPT.name} (widths {widths}, anomaly off, {clock} clock) ...",
+        file=sys.stderr,
+        flush=True,
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"reference harness failed:\n{proc.stderr[-3000:]}")
@@ -210,9 +241,12 @@ def _ratios(reference: dict, suite: list[dict], key: str) -> dict:
         out[f"width_{entry['width']}"] = {
             "weight_iteration": round(ref["weights_iter_median_s"] / ours["weight_iteration"], 2),
             "alpha_step": round(ref["arch_step_median_s"] / ours["alpha_step"], 2),
-            "reference_s": {"weight_iteration": ref["weights_iter_median_s"], "alpha_step": ref["arch_step_median_s"]},
+            "reference_s": {
+                "weight_iteration": ref["weights_iter_median_s"],
+                "alpha_step": ref["arch_step_median_s"],
+            },
             "suite_s": ours,
-        }  # fmt: skip
+        }
     return out
 
 
@@ -227,22 +261,30 @@ def main(argv: list[str] | None = None) -> int:
         "--reference", action="store_true", default=bool(os.environ.get("SUITE_BENCH_REFERENCE"))
     )
     parser.add_argument(
-        "--ablate", action="store_true",
+        "--ablate",
+        action="store_true",
         help="also time each width with the direct 5x5 convolution (model.conv=direct)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--reference-clock", choices=("both", "wall", "cpu"), default="both",
+        "--reference-clock",
+        choices=("both", "wall", "cpu"),
+        default="both",
         help="time the reference by wall clock, CPU seconds, or both (two runs)",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     # SUITE_GLIBC_TUNING=1: keep freed memory in the process (experiments/allocator.py)
     glibc = glibc_tuning_requested() and args.device == "cpu" and keep_freed_memory(cuda=False)
     widths = [int(w) for w in args.widths.split(",")]
-    report: dict = {"system": "alphagan", "date": time.strftime("%Y-%m-%d %H:%M"),
-                    "machine": describe_machine(args.threads), "glibc_tuning": bool(glibc), "protocol": __doc__.split("\n\n")[1],
-                    "suite": []}  # fmt: skip
+    report: dict = {
+        "system": "alphagan",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": describe_machine(args.threads),
+        "glibc_tuning": bool(glibc),
+        "protocol": __doc__.split("\n\n")[1],
+        "suite": [],
+    }
     reference = args.reference and args.device == "cpu"
     clocks = {"both": ("wall", "cpu"), "wall": ("wall",), "cpu": ("cpu",)}[args.reference_clock]
     if reference and "wall" in clocks:  # reference (wall clock), suite, reference (CPU clock)
@@ -275,9 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     for entry in report["suite"]:
-        print(f"width {entry['width']} {entry['options'] or ''}: weight iteration "
-              f"{entry['weight_iteration']['median_s']:.3f} s, α step {entry['alpha_step']['median_s']:.3f} s, "
-              f"peak {entry['peak_memory_mb']} MB, projected {entry['projected_full_search']}")  # fmt: skip
+        print(
+            f"width {entry['width']} {entry['options'] or ''}: weight iteration "
+            f"{entry['weight_iteration']['median_s']:.3f} s, α step {entry['alpha_step']['median_s']:.3f} s, "
+            f"peak {entry['peak_memory_mb']} MB, projected {entry['projected_full_search']}"
+        )
     return 0
 
 

@@ -64,8 +64,9 @@ VARIANTS = {
 def build(variant: str, device: str = "cpu", audio_encoder: str = "faceformer-bench") -> DualTalker:
     """The network of the reference configuration (``variant``: see :data:`VARIANTS`)."""
     torch.manual_seed(0)
-    options = DualTalkerOptions(audio_encoder=audio_encoder, feature_dim=64, num_layers=1,
-                                num_heads=4, **VARIANTS[variant])  # fmt: skip
+    options = DualTalkerOptions(
+        audio_encoder=audio_encoder, feature_dim=64, num_layers=1, num_heads=4, **VARIANTS[variant]
+    )
     return DualTalker(options, NUM_VERTICES, NUM_SUBJECTS, FPS).to(device).train()
 
 
@@ -96,9 +97,16 @@ def make_step(net: DualTalker, batch: dict, teacher_forcing: bool):
     opt = torch.optim.Adam(params, lr=1e-4, fused=True)
 
     def step() -> float:
-        out = net(batch["audio"], batch["audio_mask"], batch["vertices"], batch["frame_mask"],
-                  batch["template"], batch["style"], names=batch["names"],
-                  teacher_forcing=teacher_forcing)  # fmt: skip
+        out = net(
+            batch["audio"],
+            batch["audio_mask"],
+            batch["vertices"],
+            batch["frame_mask"],
+            batch["template"],
+            batch["style"],
+            names=batch["names"],
+            teacher_forcing=teacher_forcing,
+        )
         loss = compute_losses(out, net.options)["loss"]
         loss.backward()
         value = loss.item()
@@ -109,8 +117,15 @@ def make_step(net: DualTalker, batch: dict, teacher_forcing: bool):
     return step
 
 
-def bench_entry(variant: str, mode: str, batch: int, warmup: int, steps: int,
-                device: str = "cpu", audio_encoder: str = "faceformer-bench") -> dict:  # fmt: skip
+def bench_entry(
+    variant: str,
+    mode: str,
+    batch: int,
+    warmup: int,
+    steps: int,
+    device: str = "cpu",
+    audio_encoder: str = "faceformer-bench",
+) -> dict:
     """One configuration's figures (median step time, per sequence, sequences/s, peak memory)."""
     net = build(variant, device, audio_encoder)
     data = make_batch(batch, device)
@@ -144,8 +159,9 @@ def run_reference(steps: int, warmup: int) -> dict:
         "FF_STEPS": str(steps),
         "FF_WARMUP": str(warmup),
     }
-    proc = subprocess.run([sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"reference harness failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])["results"]["base_conv"]
@@ -171,20 +187,26 @@ def bench_reference(rounds: int, steps: int, warmup: int, batch: int) -> dict:
             for b in (1, batch):
                 ours = bench_entry("faceformer", mode, b, warmup, steps)
                 ours_min = min(ours["seconds_per_step_all"]) / b
-                pairs.setdefault(f"{mode}_batch{b}", []).append({
-                    "round": r, "reference_seconds_per_sequence": ref_s,
-                    "suite_seconds_per_sequence": ours["seconds_per_sequence"],
-                    "speedup": ref_s / ours["seconds_per_sequence"],
-                    # the fastest step of each side: least disturbed by other processes
-                    "reference_min_seconds_per_sequence": ref_min,
-                    "suite_min_seconds_per_sequence": ours_min,
-                    "speedup_of_fastest_steps": ref_min / ours_min,
-                })  # fmt: skip
+                pairs.setdefault(f"{mode}_batch{b}", []).append(
+                    {
+                        "round": r,
+                        "reference_seconds_per_sequence": ref_s,
+                        "suite_seconds_per_sequence": ours["seconds_per_sequence"],
+                        "speedup": ref_s / ours["seconds_per_sequence"],
+                        # the fastest step of each side: least disturbed by other processes
+                        "reference_min_seconds_per_sequence": ref_min,
+                        "suite_min_seconds_per_sequence": ours_min,
+                        "speedup_of_fastest_steps": ref_min / ours_min,
+                    }
+                )
                 p = pairs[f"{mode}_batch{b}"][-1]
-                print(f"  round {r + 1}: {mode:<15} batch {b:<2} reference "
-                      f"{ref_s * 1000:7.1f} ms/seq, suite {p['suite_seconds_per_sequence'] * 1000:7.1f} "
-                      f"ms/seq: {p['speedup']:.2f}x (fastest steps: "
-                      f"{p['speedup_of_fastest_steps']:.2f}x)", flush=True)  # fmt: skip
+                print(
+                    f"  round {r + 1}: {mode:<15} batch {b:<2} reference "
+                    f"{ref_s * 1000:7.1f} ms/seq, suite {p['suite_seconds_per_sequence'] * 1000:7.1f} "
+                    f"ms/seq: {p['speedup']:.2f}x (fastest steps: "
+                    f"{p['speedup_of_fastest_steps']:.2f}x)",
+                    flush=True,
+                )
     summary = {}
     for name, rs in pairs.items():
         ratios = [p["speedup"] for p in rs]
@@ -209,41 +231,68 @@ def bench_reference(rounds: int, steps: int, warmup: int, batch: int) -> dict:
 
 
 def _line(e: dict) -> str:
-    return (f"{e['name']:<38} {e['device']:<5} {e['seconds_per_step_median'] * 1000:8.1f} ms/step "
-            f"{e['seconds_per_sequence'] * 1000:8.1f} ms/seq {e['sequences_per_s']:7.2f} seq/s  "
-            f"peak {e['peak_memory_mb']:.0f} MB")  # fmt: skip
+    return (
+        f"{e['name']:<38} {e['device']:<5} {e['seconds_per_step_median'] * 1000:8.1f} ms/step "
+        f"{e['seconds_per_sequence'] * 1000:8.1f} ms/seq {e['sequences_per_s']:7.2f} seq/s  "
+        f"peak {e['peak_memory_mb']:.0f} MB"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (reference: 2)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8, help="the batched configuration's size")
     parser.add_argument("--rounds", type=int, default=2, help="reference/suite alternations")
-    parser.add_argument("--reference", dest="reference", action="store_true", default=None,
-                        help="time the reference in this run (default: when PEER_SRC is set)")  # fmt: skip
+    parser.add_argument(
+        "--reference",
+        dest="reference",
+        action="store_true",
+        default=None,
+        help="time the reference in this run (default: when PEER_SRC is set)",
+    )
     parser.add_argument("--no-reference", dest="reference", action="store_false")
-    parser.add_argument("--networks", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="the networks of the standalone section")  # fmt: skip
-    parser.add_argument("--reference-only", action="store_true",
-                        help="only the side-by-side section (its suite steps are the FaceFormer "
-                        "configuration's)")  # fmt: skip
+    parser.add_argument(
+        "--networks",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="the networks of the standalone section",
+    )
+    parser.add_argument(
+        "--reference-only",
+        action="store_true",
+        help="only the side-by-side section (its suite steps are the FaceFormer configuration's)",
+    )
     parser.add_argument("--out", default="benchmarks/results/dualtalker.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     reference = bool(os.environ.get("PEER_SRC")) if args.reference is None else args.reference
 
-    report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": describe_machine(args.threads),
-                    "config": {"audio_encoder": "faceformer-bench (wav2vec2-base config: hidden 64, 2 layers, "
-                               "2 heads, FFN 128, 7 x 512 CNN frozen)", "feature_dim": 64,
-                               "decoder_layers": 1, "heads": 4, "subjects": NUM_SUBJECTS,
-                               "vertices": NUM_VERTICES, "frames": FRAMES, "audio_seconds": SECONDS,
-                               "loss": "MSE (+ the dual and consistency terms for dualtalker)",
-                               "optimizer": "Adam lr 1e-4 (fused)", "steps": args.steps,
-                               "warmup": args.warmup, "statistic": "median"},
-                    "results": []}  # fmt: skip
+    report: dict = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": describe_machine(args.threads),
+        "config": {
+            "audio_encoder": "faceformer-bench (wav2vec2-base config: hidden 64, 2 layers, "
+            "2 heads, FFN 128, 7 x 512 CNN frozen)",
+            "feature_dim": 64,
+            "decoder_layers": 1,
+            "heads": 4,
+            "subjects": NUM_SUBJECTS,
+            "vertices": NUM_VERTICES,
+            "frames": FRAMES,
+            "audio_seconds": SECONDS,
+            "loss": "MSE (+ the dual and consistency terms for dualtalker)",
+            "optimizer": "Adam lr 1e-4 (fused)",
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "statistic": "median",
+        },
+        "results": [],
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for variant in [] if args.reference_only else args.networks:
@@ -259,15 +308,21 @@ def main(argv: list[str] | None = None) -> dict:
             args.rounds, args.steps, args.warmup, args.batch
         )
         for name, s in report["reference_same_run"]["pairs"].items():
-            print(f"{name:<28} {s['speedup_of_medians']:.2f}x the reference per sequence in this "
-                  f"run (rounds: {s['speedup_min']:.2f}-{s['speedup_max']:.2f}x)")  # fmt: skip
+            print(
+                f"{name:<28} {s['speedup_of_medians']:.2f}x the reference per sequence in this "
+                f"run (rounds: {s['speedup_min']:.2f}-{s['speedup_max']:.2f}x)"
+            )
     else:
         report["reference_stored"] = STORED_REFERENCE
-        print("reference figures of other days (no ratio: the machine drifts up to 2x between "
-              "days; set PEER_SRC to time the reference in this run):")  # fmt: skip
+        print(
+            "reference figures of other days (no ratio: the machine drifts up to 2x between "
+            "days; set PEER_SRC to time the reference in this run):"
+        )
         for r in STORED_REFERENCE:
-            print(f"  {r['label']}: autoregressive {r['autoregressive'] * 1000:.0f} ms, "
-                  f"teacher-forced {r['teacher_forcing'] * 1000:.0f} ms per sequence")  # fmt: skip
+            print(
+                f"  {r['label']}: autoregressive {r['autoregressive'] * 1000:.0f} ms, "
+                f"teacher-forced {r['teacher_forcing'] * 1000:.0f} ms per sequence"
+            )
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
     return report

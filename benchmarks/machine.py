@@ -64,7 +64,9 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def time_steps(step: Callable[[], object], warmup: int, steps: int, device: str = "cpu") -> list[float]:
+def time_steps(
+    step: Callable[[], object], warmup: int, steps: int, device: str = "cpu"
+) -> list[float]:
     """Wall seconds of each of ``steps`` calls of ``step`` after ``warmup`` untimed ones
     (CUDA synchronised around each timed call)."""
     for _ in range(warmup):

@@ -251,8 +251,9 @@ def _supernet(width: int, vocab: int, num_classes: int):
     from search_spaces.text import TextNASSupernet
 
     torch.manual_seed(0)
-    return TextNASSupernet(vocab, num_layers=24, k=5, options=TextNASOptions(width=width),
-                           num_classes=num_classes).train()  # fmt: skip
+    return TextNASSupernet(
+        vocab, num_layers=24, k=5, options=TextNASOptions(width=width), num_classes=num_classes
+    ).train()
 
 
 def bench_search(
@@ -280,10 +281,17 @@ def bench_search(
     strategy = RandomStrategy(24, k=5)
     gen = torch.Generator().manual_seed(0)
     fixed = fixed if fixed is not None else strategy.sample(gen)
-    common = {"width": width, "batch_size": batch, "length": length, "vocab": vocab,
-              "num_classes": num_classes, "device": "cpu", "precision": "fp32",
-              "params_total": count_parameters(supernet, exclude_embedding=False),
-              "params_no_embedding": count_parameters(supernet)}  # fmt: skip
+    common = {
+        "width": width,
+        "batch_size": batch,
+        "length": length,
+        "vocab": vocab,
+        "num_classes": num_classes,
+        "device": "cpu",
+        "precision": "fp32",
+        "params_total": count_parameters(supernet, exclude_embedding=False),
+        "params_no_embedding": count_parameters(supernet),
+    }
     entries = []
     for name, arch_fn, names in (
         ("fixed_arch", lambda: fixed, variants or ["on", "off"]),
@@ -333,10 +341,16 @@ def run_reference(widths: list[int], steps: int, warmup: int, arch_out: Path) ->
     """One run of the reference harness in a child process (both widths, the random and the
     released architecture); its random architecture is written to ``arch_out``."""
     env = dict(os.environ)
-    env.update(TN_WIDTHS=",".join(map(str, widths)), TN_ARCHS="final_arc,random",
-               TN_STEPS=str(steps), TN_WARMUP=str(warmup), TN_DUMP_ARCH=str(arch_out))  # fmt: skip
-    proc = subprocess.run([sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    env.update(
+        TN_WIDTHS=",".join(map(str, widths)),
+        TN_ARCHS="final_arc,random",
+        TN_STEPS=str(steps),
+        TN_WARMUP=str(warmup),
+        TN_DUMP_ARCH=str(arch_out),
+    )
+    proc = subprocess.run(
+        [sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"reference harness failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -365,8 +379,13 @@ def bench_reference(widths: list[int], rounds: int, steps: int, warmup: int) -> 
                 net = _supernet(width, 20_000, 5)
                 step = make_step(net, 32, 64, 20_000, 5, "cpu", architecture=lambda a=arch: a)
                 ours = time_variants(step, ["on"], warmup, steps, 1)["on"]
-                _pair(pairs, f"supernet_reference_random_arch_C{width}", r,
-                      ref[f"w{width}_random"], ours)  # fmt: skip
+                _pair(
+                    pairs,
+                    f"supernet_reference_random_arch_C{width}",
+                    r,
+                    ref[f"w{width}_random"],
+                    ours,
+                )
                 print(f"  round {r + 1}: {_pair_line(pairs, width)}", flush=True)
     summary = {}
     for name, rs in pairs.items():
@@ -390,18 +409,24 @@ def bench_reference(widths: list[int], rounds: int, steps: int, warmup: int) -> 
 
 def _pair(pairs: dict, name: str, r: int, ref: dict, ours: dict) -> None:
     suite = statistics.median(ours["seconds_per_step_all"])
-    pairs.setdefault(name, []).append({
-        "round": r, "reference_seconds_per_step": ref["median_step_s"],
-        "suite_seconds_per_step": suite, "speedup": ref["median_step_s"] / suite,
-    })  # fmt: skip
+    pairs.setdefault(name, []).append(
+        {
+            "round": r,
+            "reference_seconds_per_step": ref["median_step_s"],
+            "suite_seconds_per_step": suite,
+            "speedup": ref["median_step_s"] / suite,
+        }
+    )
 
 
 def _pair_line(pairs: dict, width: int) -> str:
     parts = []
     for name in (f"retrain_released_C{width}", f"supernet_reference_random_arch_C{width}"):
         p = pairs[name][-1]
-        parts.append(f"{name}: reference {p['reference_seconds_per_step'] * 1000:.0f} ms, "
-                     f"suite {p['suite_seconds_per_step'] * 1000:.0f} ms, {p['speedup']:.2f}x")  # fmt: skip
+        parts.append(
+            f"{name}: reference {p['reference_seconds_per_step'] * 1000:.0f} ms, "
+            f"suite {p['suite_seconds_per_step'] * 1000:.0f} ms, {p['speedup']:.2f}x"
+        )
     return "; ".join(parts)
 
 
@@ -417,10 +442,28 @@ def bench_glibc(pairs: int, args: argparse.Namespace) -> dict:
         for i in range(pairs):
             for tuned in ("0", "1"):
                 out = Path(tmp) / f"child_{i}_{tuned}.json"
-                cmd = [sys.executable, "-m", "benchmarks.textnas", "--threads", str(args.threads),
-                       "--steps", str(args.steps), "--warmup", str(args.warmup), "--rounds", "1",
-                       "--widths", *map(str, args.widths), "--variants", "on", "--no-reference",
-                       "--glibc-compare", "0", "--out", str(out)]  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.textnas",
+                    "--threads",
+                    str(args.threads),
+                    "--steps",
+                    str(args.steps),
+                    "--warmup",
+                    str(args.warmup),
+                    "--rounds",
+                    "1",
+                    "--widths",
+                    *map(str, args.widths),
+                    "--variants",
+                    "on",
+                    "--no-reference",
+                    "--glibc-compare",
+                    "0",
+                    "--out",
+                    str(out),
+                ]
                 cmd += ["--skip-search"] if args.skip_search else []
                 env = {**os.environ, "SUITE_GLIBC_TUNING": tuned}
                 subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
@@ -432,10 +475,16 @@ def bench_glibc(pairs: int, args: argparse.Namespace) -> dict:
     summary = {}
     for name, t in figures.items():
         off, on = statistics.median(t["off"]), statistics.median(t["on"])
-        summary[name] = {"tuning_off_seconds_per_step": t["off"],
-                         "tuning_on_seconds_per_step": t["on"], "saving": 1.0 - on / off}  # fmt: skip
-    return {"protocol": f"{pairs} pairs of child processes (tuning off, then on), one round of "
-                        f"{args.steps} steps each", "steps": summary}  # fmt: skip
+        summary[name] = {
+            "tuning_off_seconds_per_step": t["off"],
+            "tuning_on_seconds_per_step": t["on"],
+            "saving": 1.0 - on / off,
+        }
+    return {
+        "protocol": f"{pairs} pairs of child processes (tuning off, then on), one round of "
+        f"{args.steps} steps each",
+        "steps": summary,
+    }
 
 
 # ---------------------------------------------------------------------------------- main
@@ -448,19 +497,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (reference: 2)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="rounds of --steps steps per variant, alternating; the fastest "
-                        "round's median is reported")  # fmt: skip
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of --steps steps per variant, alternating; the fastest "
+        "round's median is reported",
+    )
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--out", default="benchmarks/results/textnas.json")
     parser.add_argument("--skip-search", action="store_true", help="only the retrain step")
-    parser.add_argument("--variants", nargs="+", default=None,
-                        help="switch variants of the retrain and fixed-architecture supernet "
-                        "steps: on, off, without_<path> (default: all of them)")  # fmt: skip
-    parser.add_argument("--reference", dest="reference", action="store_true",
-                        default=os.environ.get("SUITE_BENCH_REFERENCE", "0") == "1",
-                        help="time the reference harness alternating with this suite, in this "
-                        "run (needs PEER_SRC; also SUITE_BENCH_REFERENCE=1)")  # fmt: skip
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=None,
+        help="switch variants of the retrain and fixed-architecture supernet "
+        "steps: on, off, without_<path> (default: all of them)",
+    )
+    parser.add_argument(
+        "--reference",
+        dest="reference",
+        action="store_true",
+        default=os.environ.get("SUITE_BENCH_REFERENCE", "0") == "1",
+        help="time the reference harness alternating with this suite, in this "
+        "run (needs PEER_SRC; also SUITE_BENCH_REFERENCE=1)",
+    )
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument("--reference-rounds", type=int, default=3)
     parser.add_argument(
@@ -477,14 +538,16 @@ def main(argv: list[str] | None = None) -> dict:
     variants = args.variants or ablation_variants()
     results = []
     for width in args.widths:
-        entry = bench_retrain(width, warmup=args.warmup, steps=args.steps, rounds=args.rounds,
-                              variants=variants)  # fmt: skip
+        entry = bench_retrain(
+            width, warmup=args.warmup, steps=args.steps, rounds=args.rounds, variants=variants
+        )
         results.append(entry)
         print(_line(entry), flush=True)
     if not args.skip_search:
         for width in args.widths:
-            for entry in bench_search(width, warmup=args.warmup, steps=args.steps,
-                                      rounds=args.rounds, variants=variants):  # fmt: skip
+            for entry in bench_search(
+                width, warmup=args.warmup, steps=args.steps, rounds=args.rounds, variants=variants
+            ):
                 results.append(entry)
                 print(_line(entry), flush=True)
     if torch.cuda.is_available():
@@ -499,30 +562,43 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {**describe_machine(args.threads), "glibc_tuning_applied": tuned},
         "results": results,
     }
-    report["reference_stored"] = [{**r, "retrain_released": _keys(r["retrain_released"]),
-                                   "supernet_random": _keys(r["supernet_random"])}
-                                  for r in STORED_REFERENCE]  # fmt: skip
+    report["reference_stored"] = [
+        {
+            **r,
+            "retrain_released": _keys(r["retrain_released"]),
+            "supernet_random": _keys(r["supernet_random"]),
+        }
+        for r in STORED_REFERENCE
+    ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")  # again after each section below
     if args.reference:
         print("reference side by side (same run, alternating):", flush=True)
         report["reference_same_run"] = bench_reference(
-            [w for w in args.widths if w in (32, 256)], args.reference_rounds, args.steps,
+            [w for w in args.widths if w in (32, 256)],
+            args.reference_rounds,
+            args.steps,
             args.warmup,
-        )  # fmt: skip
+        )
         out.write_text(json.dumps(report, indent=2) + "\n")
         for name, s in report["reference_same_run"]["pairs"].items():
-            print(f"{name:<40} {s['speedup_of_medians']:.2f}x the reference in this run "
-                  f"(rounds: {s['speedup_min']:.2f}-{s['speedup_max']:.2f}x)")  # fmt: skip
+            print(
+                f"{name:<40} {s['speedup_of_medians']:.2f}x the reference in this run "
+                f"(rounds: {s['speedup_min']:.2f}-{s['speedup_max']:.2f}x)"
+            )
     else:
-        print("reference figures from other days (no ratio: the machine drifts up to 2x "
-              "between days; --reference times it in this run):")  # fmt: skip
+        print(
+            "reference figures from other days (no ratio: the machine drifts up to 2x "
+            "between days; --reference times it in this run):"
+        )
         for r in STORED_REFERENCE:
             print(f"  {r['label']}:")
             for w in (32, 256):
-                print(f"    C={w}: retrain released {r['retrain_released'][w] * 1000:.0f} ms, "
-                      f"supernet random arch {r['supernet_random'][w] * 1000:.0f} ms")  # fmt: skip
+                print(
+                    f"    C={w}: retrain released {r['retrain_released'][w] * 1000:.0f} ms, "
+                    f"supernet random arch {r['supernet_random'][w] * 1000:.0f} ms"
+                )
     if args.glibc_compare > 0:
         report["glibc_tuning"] = bench_glibc(args.glibc_compare, args)
         out.write_text(json.dumps(report, indent=2) + "\n")
@@ -543,8 +619,10 @@ def _line(entry: dict) -> str:
         f"peak {entry['peak_memory_mb']:.0f} MB"
     )
     if "stock_ops_seconds_per_step" in entry:
-        text += (f"  stock ops {entry['stock_ops_seconds_per_step'] * 1000:.1f} ms "
-                 f"(CPU kernels save {entry['cpu_kernels_saving'] * 100:.1f} %)")  # fmt: skip
+        text += (
+            f"  stock ops {entry['stock_ops_seconds_per_step'] * 1000:.1f} ms "
+            f"(CPU kernels save {entry['cpu_kernels_saving'] * 100:.1f} %)"
+        )
     if "path_saving" in entry:
         text += "  paths: " + ", ".join(
             f"{p} {s * 100:+.1f} %" for p, s in entry["path_saving"].items()

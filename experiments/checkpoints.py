@@ -54,7 +54,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
 
 
-def suite_meta(checkpoint: dict[str, Any], path: Path, experiment: str | None = None) -> dict[str, Any]:
+def suite_meta(
+    checkpoint: dict[str, Any], path: Path, experiment: str | None = None
+) -> dict[str, Any]:
     """``checkpoint["suite"]`` (experiment, system, config, run folder), checked."""
     meta = checkpoint.get("suite")
     if not isinstance(meta, dict) or "experiment" not in meta:
@@ -69,14 +71,18 @@ def suite_meta(checkpoint: dict[str, Any], path: Path, experiment: str | None = 
 
 
 def stored_config(
-    spec: SystemSpec, meta: dict[str, Any], path: Path, overrides: Sequence[str] = (),
+    spec: SystemSpec,
+    meta: dict[str, Any],
+    path: Path,
+    overrides: Sequence[str] = (),
     **values: Any,
-) -> DictConfig:  # fmt: skip
+) -> DictConfig:
     """Schema defaults <- the config stored in the checkpoint <- ``values`` <- ``overrides``."""
     stored = dict(meta.get("config") or {})
     stored.update(values)
-    cfg = compose(spec.config_cls, [], list(overrides), base=stored,
-                  base_origin=f"config stored in {path}")  # fmt: skip
+    cfg = compose(
+        spec.config_cls, [], list(overrides), base=stored, base_origin=f"config stored in {path}"
+    )
     if spec.validate is not None:
         spec.validate(cfg)
     return cfg
@@ -95,9 +101,12 @@ class LoadedRun:
 
 
 def load_run(
-    path: str | Path, experiment: str | None = None, overrides: Sequence[str] = (),
-    system: str | None = None, **values: Any,
-) -> LoadedRun:  # fmt: skip
+    path: str | Path,
+    experiment: str | None = None,
+    overrides: Sequence[str] = (),
+    system: str | None = None,
+    **values: Any,
+) -> LoadedRun:
     """Rebuild the run that wrote checkpoint ``path``.
 
     The config is: schema defaults <- the config stored in the checkpoint <- ``values``

@@ -36,7 +36,11 @@ def closing_table(results: Sequence[DemoResult]) -> str:
     rows = [(r.system, what, figures) for r in results for what, figures in r.rows]
     w0 = max([len("system"), *(len(a) for a, _, _ in rows)])
     w1 = max([len("trained"), *(len(b) for _, b, _ in rows)])
-    lines = ["", f"{'system':<{w0}}  {'trained':<{w1}}  figures", f"{'-' * w0}  {'-' * w1}  -------"]
+    lines = [
+        "",
+        f"{'system':<{w0}}  {'trained':<{w1}}  figures",
+        f"{'-' * w0}  {'-' * w1}  -------",
+    ]
     lines += [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
     lines.append("")
     for r in results:

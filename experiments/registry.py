@@ -108,17 +108,17 @@ DemoFn = Callable[[list[str]], DemoResult]
 
 # name -> "module:ATTR" (imported on first use) or a SystemSpec
 SYSTEMS: dict[str, str | SystemSpec] = {
-    "textnas_train": "experiments.systems.textnas:SPEC",
-    "textnas_search": "experiments.systems.textnas_search:SPEC",
-    "alphagan_search": "experiments.systems.alphagan_search:SPEC",
-    "dualtalker": "experiments.systems.dualtalker:SPEC",
+    "textnas_train": "experiments.systems.textnas.retrain:SPEC",
+    "textnas_search": "experiments.systems.textnas.search:SPEC",
+    "alphagan_search": "experiments.systems.alphagan.search:SPEC",
+    "dualtalker": "experiments.systems.dualtalker.train:SPEC",
 }
 
 # A system family's demo part: name -> "module:function" taking the demo's key=value overrides.
 DEMOS: dict[str, str | DemoFn] = {
-    "textnas": "experiments.systems.textnas_demo:demo",
-    "alphagan": "experiments.systems.alphagan_demo:demo",
-    "dualtalker": "experiments.systems.dualtalker_demo:demo",
+    "textnas": "experiments.systems.textnas.demo:demo",
+    "alphagan": "experiments.systems.alphagan.demo:demo",
+    "dualtalker": "experiments.systems.dualtalker.demo:demo",
 }
 
 
@@ -128,7 +128,9 @@ def get_demo(name: str) -> DemoFn:
     if entry is None:
         close = difflib.get_close_matches(name, sorted(DEMOS), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"unknown demo system '{name}'; {hint}systems: {', '.join(sorted(DEMOS))}")
+        raise ConfigError(
+            f"unknown demo system '{name}'; {hint}systems: {', '.join(sorted(DEMOS))}"
+        )
     if isinstance(entry, str):
         module_name, _, attr = entry.partition(":")
         entry = getattr(importlib.import_module(module_name), attr)

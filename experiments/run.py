@@ -200,8 +200,15 @@ def train(experiment: str, overrides: Sequence[str] = ()) -> RunResult:
         # mismatch is caught before anything in the run folder is touched.
         checkpoint = load_checkpoint(Path(ckpt_path))
         meta = suite_meta(checkpoint, Path(ckpt_path), experiment)
-        cfg = stored_config(spec, meta, Path(ckpt_path), overrides, experiment=experiment,
-                            resume=str(cfg.resume), ckpt=None)  # fmt: skip
+        cfg = stored_config(
+            spec,
+            meta,
+            Path(ckpt_path),
+            overrides,
+            experiment=experiment,
+            resume=str(cfg.resume),
+            ckpt=None,
+        )
         _check_command(spec, cfg, experiment, "train")
     L.seed_everything(cfg.seed, workers=True)
     module, datamodule = spec.build(cfg, checkpoint)

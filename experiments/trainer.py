@@ -206,21 +206,30 @@ def checkpoint_monitor(cfg: DictConfig, spec: SystemSpec | None) -> str | None:
     monitor = cfg.checkpoint.monitor
     if monitor == "auto":
         if spec is None or spec.checkpoint_monitor is None:
-            raise ConfigError(f"checkpoint.monitor=auto: system '{cfg.system}' names no metric; give one")
+            raise ConfigError(
+                f"checkpoint.monitor=auto: system '{cfg.system}' names no metric; give one"
+            )
         return spec.checkpoint_monitor(cfg)
     return monitor
 
 
 def build_callbacks(
-    cfg: DictConfig, run_dir: Path, with_logger: bool, checkpointing: bool = True,
+    cfg: DictConfig,
+    run_dir: Path,
+    with_logger: bool,
+    checkpointing: bool = True,
     spec: SystemSpec | None = None,
-) -> list[Callback]:  # fmt: skip
+) -> list[Callback]:
     """Checkpointing, LR monitor (with a real logger), progress bar, the suite callbacks, the
     media logger and the system's own callbacks."""
     c = cfg.checkpoint
     monitor = checkpoint_monitor(cfg, spec)
-    callbacks: list[Callback] = [SuiteMetadata(cfg, run_dir), RNGState(), MetricsJSON(run_dir),
-                                 MediaLogger(run_dir)]  # fmt: skip
+    callbacks: list[Callback] = [
+        SuiteMetadata(cfg, run_dir),
+        RNGState(),
+        MetricsJSON(run_dir),
+        MediaLogger(run_dir),
+    ]
     if spec is not None and spec.callbacks is not None:
         callbacks += list(spec.callbacks(cfg))
     if checkpointing:
@@ -255,9 +264,13 @@ def build_callbacks(
 
 
 def build_trainer(
-    cfg: DictConfig, run_dir: Path, module: L.LightningModule, spec: SystemSpec | None = None,
-    *, checkpointing: bool = True,
-) -> L.Trainer:  # fmt: skip
+    cfg: DictConfig,
+    run_dir: Path,
+    module: L.LightningModule,
+    spec: SystemSpec | None = None,
+    *,
+    checkpointing: bool = True,
+) -> L.Trainer:
     """The Trainer for ``cfg``: loggers, callbacks, ``default_root_dir=run_dir``.
 
     ``checkpointing=False`` (evaluation runs) leaves ``ModelCheckpoint`` out.

@@ -92,9 +92,14 @@ class MediaLogger(Callback):
 
     # ---------------------------------------------------------------- public API
     def log_image(
-        self, key: str, image: Any, *, file: str | None = None, step: int | None = None,
+        self,
+        key: str,
+        image: Any,
+        *,
+        file: str | None = None,
+        step: int | None = None,
         caption: str | None = None,
-    ) -> Path | None:  # fmt: skip
+    ) -> Path | None:
         """An array, tensor or matplotlib figure as a PNG; returns its path."""
         path = self._path(key, file, step, ".png")
         if path is None:
@@ -108,9 +113,14 @@ class MediaLogger(Callback):
         return path
 
     def log_video(
-        self, key: str, video: str | Path, *, file: str | None = None, step: int | None = None,
+        self,
+        key: str,
+        video: str | Path,
+        *,
+        file: str | None = None,
+        step: int | None = None,
         caption: str | None = None,
-    ) -> Path | None:  # fmt: skip
+    ) -> Path | None:
         """A video file (mp4 with its audio track) copied into the run folder; returns its path."""
         source = Path(video)
         if not source.is_file():
@@ -126,9 +136,14 @@ class MediaLogger(Callback):
         return path
 
     def log_table(
-        self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
-        file: str | None = None, step: int | None = None,
-    ) -> Path | None:  # fmt: skip
+        self,
+        key: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        file: str | None = None,
+        step: int | None = None,
+    ) -> Path | None:
         """Rows as a CSV file (and a W&B table); returns its path."""
         rows = [list(r) for r in rows]
         if any(len(r) != len(columns) for r in rows):
@@ -228,7 +243,9 @@ class EMA(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         module = self.target(pl_module)
         if self._pending is not None:  # restored from a checkpoint before the module was known
-            self.shadow = {k: v.to(module.state_dict()[k].device) for k, v in self._pending["shadow"].items()}
+            self.shadow = {
+                k: v.to(module.state_dict()[k].device) for k, v in self._pending["shadow"].items()
+            }
             self.num_updates = int(self._pending["num_updates"])
             self._pending = None
         elif not self.shadow:
@@ -252,9 +269,13 @@ class EMA(Callback):
         self.num_updates += 1
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if self.every_n_batches and (batch_idx + 1) % self.every_n_batches == 0:
             self.update(pl_module)
 
@@ -279,9 +300,15 @@ class EMA(Callback):
             return copy.deepcopy(module)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"shadow": {k: v.detach().cpu() for k, v in self.shadow.items()},
-                "num_updates": self.num_updates, "decay": self.decay}  # fmt: skip
+        return {
+            "shadow": {k: v.detach().cpu() for k, v in self.shadow.items()},
+            "num_updates": self.num_updates,
+            "decay": self.decay,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = {"shadow": dict(state_dict["shadow"]), "num_updates": state_dict["num_updates"]}
+        self._pending = {
+            "shadow": dict(state_dict["shadow"]),
+            "num_updates": state_dict["num_updates"],
+        }
         self.shadow = {}

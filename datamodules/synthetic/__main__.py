@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from datamodules.synthetic.sentiment import write_synthetic_sst
+from datamodules.text.synthetic import write_synthetic_sst
 
 
 def _images(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from datamodules.synthetic.images import write_synthetic_cifar10, write_synthetic_stl10
+    from datamodules.images.synthetic import write_synthetic_cifar10, write_synthetic_stl10
 
     start = time.perf_counter()
     out = args.out or f"data/synthetic-{args.format}"
@@ -25,8 +25,9 @@ def _images(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if args.format == "cifar10":
             written = write_synthetic_cifar10(out, args.n_train, args.n_test, args.seed)
         else:
-            written = write_synthetic_stl10(out, args.n_train, args.n_test, args.n_unlabeled,
-                                            args.seed)  # fmt: skip
+            written = write_synthetic_stl10(
+                out, args.n_train, args.n_test, args.n_unlabeled, args.seed
+            )
     except ValueError as exc:
         parser.error(f"images: {exc}")
     files = ", ".join(sorted(p.name for p in written.folder.iterdir() if p.is_file()))
@@ -34,12 +35,15 @@ def _images(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def _face(args: argparse.Namespace) -> None:
-    from datamodules.synthetic import face
+    from datamodules.face import synthetic as face
 
     start = time.perf_counter()
     out = args.out or f"data/synthetic-{args.format}"
-    write = {"vocaset": face.ensure_synthetic_voca, "voca-release": face.write_synthetic_voca_release,
-             "biwi": face.write_synthetic_biwi}[args.format]  # fmt: skip
+    write = {
+        "vocaset": face.ensure_synthetic_voca,
+        "voca-release": face.write_synthetic_voca_release,
+        "biwi": face.write_synthetic_biwi,
+    }[args.format]
     folder = write(out, seed=args.seed, engine=args.engine)
     names = ", ".join(sorted(p.name for p in folder.iterdir()))
     print(f"wrote {names} to {folder} in {time.perf_counter() - start:.2f}s")
@@ -59,22 +63,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     commands = parser.add_subparsers(dest="command", title="other data sets")
     images = commands.add_parser(
-        "images", help="CIFAR-10 / STL-10 files of class-coloured shapes",
+        "images",
+        help="CIFAR-10 / STL-10 files of class-coloured shapes",
         description="Write images of class-dependent shapes and colours in the official "
         "CIFAR-10 (cifar-10-batches-py/) or STL-10 (stl10_binary/) file format.",
-    )  # fmt: skip
+    )
     images.add_argument("--format", choices=("cifar10", "stl10"), default="cifar10")
-    images.add_argument("--out", help="folder that receives cifar-10-batches-py/ or "
-                        "stl10_binary/ (default: data/synthetic-FORMAT)")  # fmt: skip
+    images.add_argument(
+        "--out",
+        help="folder that receives cifar-10-batches-py/ or "
+        "stl10_binary/ (default: data/synthetic-FORMAT)",
+    )
     images.add_argument("--n-train", type=int, default=2000, help="training images")
     images.add_argument("--n-test", type=int, default=500, help="test images")
     images.add_argument("--n-unlabeled", type=int, default=0, help="STL-10 unlabeled images")
     images.add_argument("--seed", type=int, default=0)
     face = commands.add_parser(
-        "face", help="talking heads: VOCASET (converted or release files) or BIWI layout",
+        "face",
+        help="talking heads: VOCASET (converted or release files) or BIWI layout",
         description="Write speech (espeak-ng, else formants) and a procedural head whose jaw "
         "and lips move with it, in the VOCASET or BIWI file layout.",
-    )  # fmt: skip
+    )
     face.add_argument("--format", choices=("vocaset", "voca-release", "biwi"), default="vocaset")
     face.add_argument("--out", help="output folder (default: data/synthetic-FORMAT)")
     face.add_argument("--engine", choices=("auto", "espeak", "formant"), default="auto")

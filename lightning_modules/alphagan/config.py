@@ -1,6 +1,6 @@
 """Typed options of the alphaGAN search: each default is written here, once.
 
-The entry point's schema (``experiments/systems/alphagan_search.py``) uses these dataclasses as
+The entry point's schema (``experiments/systems/alphagan/search.py``) uses these dataclasses as
 its ``model``, ``search`` and ``optim`` sections; the module takes them, or a partial mapping of
 their fields (a checkpoint's hyper-parameters). Reference values: alphagan.md §1.6, §2.3-§2.7.
 
@@ -38,7 +38,9 @@ class ModelConfig:
     bottom_width: int = 4  # 4 for 32x32 (CIFAR-10), 6 for 48x48 (STL-10)
     d_spectral_norm: bool = True  # reference: --d_spectral_norm (store_false) -> True
     channels_last: bool = True  # memory format of G and D (speed only)
-    conv: str = "auto"  # G's fused 5x5 convolutions: auto (FFT on CPU, cuDNN on CUDA) | fft | direct
+    conv: str = (
+        "auto"  # G's fused 5x5 convolutions: auto (FFT on CPU, cuDNN on CUDA) | fft | direct
+    )
 
 
 @dataclass

@@ -51,8 +51,9 @@ class FeatureDistance(FrechetInceptionDistance):
     ``update(images, real)`` takes float images in [0, 1] (N, 3, H, W)."""
 
     def __init__(self, width: int = 16, seed: int = 0, **kwargs) -> None:
-        super().__init__(feature=RandomFeatures(width, seed), reset_real_features=False,
-                         normalize=True, **kwargs)  # fmt: skip
+        super().__init__(
+            feature=RandomFeatures(width, seed), reset_real_features=False, normalize=True, **kwargs
+        )
 
     @property
     def has_real(self) -> bool:
@@ -60,9 +61,15 @@ class FeatureDistance(FrechetInceptionDistance):
 
 
 @torch.no_grad()
-def generator_distance(metric: FeatureDistance, generator: nn.Module, real_batches: Iterable[Any],
-                       to01: Callable[[torch.Tensor], torch.Tensor],
-                       z: Callable[[int], torch.Tensor], num_samples: int, chunk: int = 256) -> torch.Tensor:  # fmt: skip
+def generator_distance(
+    metric: FeatureDistance,
+    generator: nn.Module,
+    real_batches: Iterable[Any],
+    to01: Callable[[torch.Tensor], torch.Tensor],
+    z: Callable[[int], torch.Tensor],
+    num_samples: int,
+    chunk: int = 256,
+) -> torch.Tensor:
     """:class:`FeatureDistance` between ``num_samples`` samples of ``generator`` (eval mode,
     latent vectors from ``z(n)``) and the real images of ``real_batches`` (``(images, ...)``
     batches, read once: the metric keeps their statistics). ``to01`` maps both to [0, 1]."""

@@ -23,10 +23,16 @@ from search_spaces.gan import EDGE_NAMES, NORMAL_OPS, UP_OPS, Genotype, edge_ops
 __all__ = ["alpha_heatmap", "alpha_history_rows", "genotype_figure", "sample_grid", "save_figure"]
 
 OP_COLORS = {
-    "conv_1x1": "#c6dbef", "conv_3x3": "#6baed6", "conv_5x5": "#2171b5",
-    "sep_conv_3x3": "#c7e9c0", "sep_conv_5x5": "#74c476", "sep_conv_7x7": "#238b45",
-    "deconv": "#fdae6b", "nearest": "#d9d9d9", "bilinear": "#bcbddc",
-}  # fmt: skip
+    "conv_1x1": "#c6dbef",
+    "conv_3x3": "#6baed6",
+    "conv_5x5": "#2171b5",
+    "sep_conv_3x3": "#c7e9c0",
+    "sep_conv_5x5": "#74c476",
+    "sep_conv_7x7": "#238b45",
+    "deconv": "#fdae6b",
+    "nearest": "#d9d9d9",
+    "bilinear": "#bcbddc",
+}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -66,8 +72,15 @@ def alpha_heatmap(
         for j in range(len(ops)):
             v = float(table[i, j])
             if v == v:  # not nan
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if v < 0.6 * float(table.nan_to_num(0).max()) else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if v < 0.6 * float(table.nan_to_num(0).max()) else "black",
+                )
     ax.set_xticks(range(len(ops)), ops, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(len(edges)), edges, fontsize=7)
     ax.set_title(title, fontsize=9)
@@ -90,8 +103,13 @@ def genotype_figure(genotype: Genotype, title: str = "genotype") -> Figure:
         "n3": (1.95, -0.8),
         "n4": (3.6, 0.0),
     }
-    edge_ends = {"up0": ("in", "n1"), "normal0": ("n1", "n2"), "up1": ("in", "n3"),
-                 "normal1": ("n2", "n4"), "normal2": ("n3", "n4")}  # fmt: skip
+    edge_ends = {
+        "up0": ("in", "n1"),
+        "normal0": ("n1", "n2"),
+        "up1": ("in", "n3"),
+        "normal1": ("n2", "n4"),
+        "normal2": ("n3", "n4"),
+    }
     e = genotype.edges
     for c in range(3):
         dx = 4.2 * c
@@ -99,23 +117,56 @@ def genotype_figure(genotype: Genotype, title: str = "genotype") -> Figure:
         for kind, (a, b) in edge_ends.items():
             op = e[f"cell{c + 1}.{kind}"]
             (x0, y0), (x1, y1) = pos[a], pos[b]
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                        arrowprops={"arrowstyle": "->", "color": "#555555", "lw": 1.2})  # fmt: skip
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2, op, ha="center", va="center", fontsize=7,
-                    bbox={"boxstyle": "round,pad=0.2", "fc": OP_COLORS.get(op, "white"), "ec": "none"})  # fmt: skip
+            ax.annotate(
+                "",
+                xy=(x1, y1),
+                xytext=(x0, y0),
+                arrowprops={"arrowstyle": "->", "color": "#555555", "lw": 1.2},
+            )
+            ax.text(
+                (x0 + x1) / 2,
+                (y0 + y1) / 2,
+                op,
+                ha="center",
+                va="center",
+                fontsize=7,
+                bbox={"boxstyle": "round,pad=0.2", "fc": OP_COLORS.get(op, "white"), "ec": "none"},
+            )
         for name, (x, y) in pos.items():
             label = {"in": f"c{c}" if c else "z→fc", "n4": f"c{c + 1}"}.get(name, name)
-            ax.text(x, y, label, ha="center", va="center", fontsize=7,
-                    bbox={"boxstyle": "circle,pad=0.25", "fc": "white", "ec": "black"})  # fmt: skip
+            ax.text(
+                x,
+                y,
+                label,
+                ha="center",
+                va="center",
+                fontsize=7,
+                bbox={"boxstyle": "circle,pad=0.25", "fc": "white", "ec": "black"},
+            )
     skips = [("cell2.skip0", 0, 1, "×2"), ("cell3.skip0", 0, 2, "×4"), ("cell3.skip1", 1, 2, "×2")]
     for i, (name, src, dst, factor) in enumerate(skips):
         (x0, y0), (x1, y1) = (1.3 + 4.2 * src, 0.95), (3.6 + 4.2 * dst, 0.18)
         rad = -0.22 if dst - src == 1 else -0.16
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
-                    arrowprops={"arrowstyle": "->", "color": "#999999", "lw": 0.9, "ls": "--",
-                                "connectionstyle": f"arc3,rad={rad}"})  # fmt: skip
-        ax.text((x0 + x1) / 2, 1.35 + 0.22 * i, f"{name}: {e[name]} {factor}", ha="center", fontsize=7,
-                bbox={"boxstyle": "round,pad=0.2", "fc": OP_COLORS.get(e[name], "white"), "ec": "none"})  # fmt: skip
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            arrowprops={
+                "arrowstyle": "->",
+                "color": "#999999",
+                "lw": 0.9,
+                "ls": "--",
+                "connectionstyle": f"arc3,rad={rad}",
+            },
+        )
+        ax.text(
+            (x0 + x1) / 2,
+            1.35 + 0.22 * i,
+            f"{name}: {e[name]} {factor}",
+            ha="center",
+            fontsize=7,
+            bbox={"boxstyle": "round,pad=0.2", "fc": OP_COLORS.get(e[name], "white"), "ec": "none"},
+        )
     ax.text(12.4, -1.4, f"bottom width {genotype.bottom_width}", ha="right", fontsize=7)
     ax.set_title(title, fontsize=9)
     return fig

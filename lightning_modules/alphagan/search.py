@@ -57,9 +57,13 @@ class AlphaGANSearch(L.LightningModule):
         seed: seeds α, the weights, the fixed grid z and (+ rank) the noise generators.
     """
 
-    def __init__(self, model: ModelConfig | Mapping[str, Any] | None = None,
-                 search: SearchConfig | Mapping[str, Any] | None = None,
-                 optim: SearchOptimConfig | Mapping[str, Any] | None = None, seed: int = 2) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: ModelConfig | Mapping[str, Any] | None = None,
+        search: SearchConfig | Mapping[str, Any] | None = None,
+        optim: SearchOptimConfig | Mapping[str, Any] | None = None,
+        seed: int = 2,
+    ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.model_cfg = as_config(ModelConfig, model)
@@ -172,8 +176,10 @@ class AlphaGANSearch(L.LightningModule):
             self.g_step += 1
             self.log("train/g_loss", g_loss.detach(), prog_bar=True, batch_size=n)
         self.d_step += 1
-        self.log_dict({"search/d_step": self.d_step.float(), "search/g_step": self.g_step.float()},
-                      batch_size=n)  # fmt: skip
+        self.log_dict(
+            {"search/d_step": self.d_step.float(), "search/g_step": self.g_step.float()},
+            batch_size=n,
+        )
         if batch_idx == int(self.trainer.num_training_batches) - 1:
             self._worst_case_phase()
             self._arch_phase()
@@ -222,8 +228,16 @@ class AlphaGANSearch(L.LightningModule):
         frozen α, or with ``search.maxmin_alpha_grad`` G's live α) against D."""
         live = dict(self.generator.alpha) if self.search_cfg.maxmin_alpha_grad else None
         g_w, d_w = self.worst.generator, self.worst.discriminator
-        return duality_gap(self.generator, self.discriminator, lambda z: g_w(z, alphas=live), d_w,
-                           real, z_minmax, z_maxmin, maxmin_grad=live is not None)  # fmt: skip
+        return duality_gap(
+            self.generator,
+            self.discriminator,
+            lambda z: g_w(z, alphas=live),
+            d_w,
+            real,
+            z_minmax,
+            z_maxmin,
+            maxmin_grad=live is not None,
+        )
 
     def alpha_step(self, real: torch.Tensor, optimizer: Any) -> DualityGap:
         """One α step on the duality gap of ``real``: the gap's gradient alone reaches α
@@ -303,8 +317,10 @@ class AlphaGANSearch(L.LightningModule):
         self.generator.train()
         try:
             genotype = self.generator.genotype()
-            out = {"continuous": self.generator(self.fixed_z),
-                   "argmax": self.generator(self.fixed_z, genotype=genotype)}  # fmt: skip
+            out = {
+                "continuous": self.generator(self.fixed_z),
+                "argmax": self.generator(self.fixed_z, genotype=genotype),
+            }
         finally:
             for k, v in self.generator.named_buffers():
                 v.copy_(buffers[k])
@@ -322,8 +338,14 @@ class AlphaGANSearch(L.LightningModule):
         samples (eval mode; each rank its share) and the held-out real images."""
         dm = self.trainer.datamodule
         share = -(-num_samples // max(self.trainer.world_size, 1))
-        return generator_distance(self.feature_distance, self.generator, dm.test_dataloader(),
-                                  dm.denormalize, self.z, share)  # fmt: skip
+        return generator_distance(
+            self.feature_distance,
+            self.generator,
+            dm.test_dataloader(),
+            dm.denormalize,
+            self.z,
+            share,
+        )
 
     @rank_zero_only
     def _write_figures(self, grids: dict[str, torch.Tensor] | None) -> None:
@@ -331,10 +353,16 @@ class AlphaGANSearch(L.LightningModule):
         for kind, grid in (grids or {}).items():
             media.log_image(f"samples/{kind}", grid, file=f"samples/epoch_{epoch:03d}_{kind}.png")
         weights = {e: w.tolist() for e, w in self.generator.edge_weights().items()}
-        media.log_image("search/alpha", alpha_heatmap(weights, f"softmax(α) per edge, epoch {epoch}"),
-                        file=f"search/epoch_{epoch:03d}_alpha.png")  # fmt: skip
-        media.log_image("search/genotype", genotype_figure(self.genotype(), f"argmax genotype, epoch {epoch}"),
-                        file=f"search/epoch_{epoch:03d}_genotype.png")  # fmt: skip
+        media.log_image(
+            "search/alpha",
+            alpha_heatmap(weights, f"softmax(α) per edge, epoch {epoch}"),
+            file=f"search/epoch_{epoch:03d}_alpha.png",
+        )
+        media.log_image(
+            "search/genotype",
+            genotype_figure(self.genotype(), f"argmax genotype, epoch {epoch}"),
+            file=f"search/epoch_{epoch:03d}_genotype.png",
+        )
         columns, rows = alpha_history_rows(self.alpha_history)
         media.log_table("search/alpha_history", columns, rows, file="search/alpha_history.csv")
 
@@ -352,8 +380,13 @@ class AlphaGANSearch(L.LightningModule):
         d_opt = torch.optim.Adam(
             self.discriminator.parameters(), lr=o.d_lr, betas=betas, fused=fused
         )
-        a_opt = torch.optim.Adam(self.generator.alphas(), lr=o.arch_lr, betas=tuple(o.arch_betas),
-                                 weight_decay=o.arch_weight_decay, fused=fused)  # fmt: skip
+        a_opt = torch.optim.Adam(
+            self.generator.alphas(),
+            lr=o.arch_lr,
+            betas=tuple(o.arch_betas),
+            weight_decay=o.arch_weight_decay,
+            fused=fused,
+        )
         if not s.g_lr_drift:
             return [g_opt, d_opt, a_opt]
         drift = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -363,15 +396,22 @@ class AlphaGANSearch(L.LightningModule):
 
     # ---------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        extra: dict[str, Any] = {"noise": [self.noise.get_state()], "alpha_history": self.alpha_history,
-                                 "genotype": self.genotype().to_dict()}  # fmt: skip
+        extra: dict[str, Any] = {
+            "noise": [self.noise.get_state()],
+            "alpha_history": self.alpha_history,
+            "genotype": self.genotype().to_dict(),
+        }
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
             # every rank's noise state (each draws its own z), and its α and G weights, so that
             # a run (and a test) can see that the ranks stayed in step
-            mine = {"noise": self.noise.get_state(),
-                    "alpha": torch.cat([a.detach().cpu().flatten() for a in self.generator.alphas()]),
-                    "g_weights": torch.cat([p.detach().cpu().flatten() for p in self.generator.weights()]).sum()}  # fmt: skip
+            mine = {
+                "noise": self.noise.get_state(),
+                "alpha": torch.cat([a.detach().cpu().flatten() for a in self.generator.alphas()]),
+                "g_weights": torch.cat(
+                    [p.detach().cpu().flatten() for p in self.generator.weights()]
+                ).sum(),
+            }
             ranks: list[Any] = [None] * trainer.world_size
             torch.distributed.all_gather_object(ranks, mine)
             extra["noise"] = [r["noise"] for r in ranks]

@@ -41,8 +41,9 @@ class WorstCase:
         self._g_opt: torch.optim.Optimizer | None = None
         self._d_opt: torch.optim.Optimizer | None = None
 
-    def refresh(self, generator: nn.Module, discriminator: nn.Module, lr: float,
-                betas: tuple[float, float]) -> None:  # fmt: skip
+    def refresh(
+        self, generator: nn.Module, discriminator: nn.Module, lr: float, betas: tuple[float, float]
+    ) -> None:
         """Copy G and D (weights, buffers, α) into the copies; new Adam optimizers at ``lr``."""
         if self.generator is None:
             self.generator = copy.deepcopy(generator)

@@ -3,7 +3,7 @@
 The network and its loss weights are :class:`~lightning_modules.dualtalker.DualTalkerOptions`
 (the ``model`` section); this file holds what the training loop adds: the optimiser
 (``optim``) and what validation and test compute and write (``evaluation``). The entry
-point's config schema (``experiments/systems/dualtalker.py``) uses these dataclasses as its
+point's config schema (``experiments/systems/dualtalker/train.py``) uses these dataclasses as its
 sections, and the module takes them (or a partial mapping of their fields, as stored in a
 checkpoint's hyper-parameters).
 """

@@ -96,14 +96,24 @@ class DualTalkerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
 
-    def forward(self, batch: dict[str, Any], style: torch.Tensor | None = None,
-                teacher_forcing: bool | None = None):  # fmt: skip
-        """The network on a batch of ``datamodules.face`` (``style`` overrides the batch's)."""
+    def forward(
+        self,
+        batch: dict[str, Any],
+        style: torch.Tensor | None = None,
+        teacher_forcing: bool | None = None,
+    ):
+        """The network on a batch of ``datamodules.face.datamodule`` (``style`` overrides the batch's)."""
         return self.net(
-            batch["audio"], batch["audio_mask"], batch["vertices"], batch["frame_mask"],
-            batch["template"], batch["style"] if style is None else style,
-            text=batch.get("text"), names=batch.get("name"), teacher_forcing=teacher_forcing,
-        )  # fmt: skip
+            batch["audio"],
+            batch["audio_mask"],
+            batch["vertices"],
+            batch["frame_mask"],
+            batch["template"],
+            batch["style"] if style is None else style,
+            text=batch.get("text"),
+            names=batch.get("name"),
+            teacher_forcing=teacher_forcing,
+        )
 
     def losses(self, out) -> dict[str, torch.Tensor]:
         """Every loss term by name; ``loss`` = L_rec + lambda_dual L_dual + lambda_cons L_cons."""
@@ -122,16 +132,26 @@ class DualTalkerModule(L.LightningModule):
         self.log(
             "train/loss", parts["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size
         )
-        self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "loss"}, on_step=True,
-                      on_epoch=True, batch_size=size)  # fmt: skip
+        self.log_dict(
+            {f"train/{k}": v for k, v in parts.items() if k != "loss"},
+            on_step=True,
+            on_epoch=True,
+            batch_size=size,
+        )
         return parts["loss"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         cfg = self.optim_cfg
         params = [p for p in self.parameters() if p.requires_grad]  # the wav2vec CNN is frozen
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                                weight_decay=cfg.weight_decay, fused=cfg.fused,
-                                foreach=None if cfg.fused else True)  # fmt: skip
+        return torch.optim.Adam(
+            params,
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            fused=cfg.fused,
+            foreach=None if cfg.fused else True,
+        )
 
     # ------------------------------------------------------------------ validation
 
@@ -143,14 +163,20 @@ class DualTalkerModule(L.LightningModule):
         unseen = style < 0
         if not bool(unseen.any()):
             return self.losses(self(batch, teacher_forcing=True))
-        runs = [self.losses(self(batch, style=torch.where(unseen, c, style), teacher_forcing=True))
-                for c in range(len(self.train_subjects))]  # fmt: skip
+        runs = [
+            self.losses(self(batch, style=torch.where(unseen, c, style), teacher_forcing=True))
+            for c in range(len(self.train_subjects))
+        ]
         return {k: torch.stack([r[k] for r in runs]).mean() for k in runs[0]}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         parts = self.teacher_forced_losses(batch)
-        self.log_dict({f"val/{k}": v for k, v in parts.items()}, batch_size=len(batch["name"]),
-                      sync_dist=True, prog_bar=False)  # fmt: skip
+        self.log_dict(
+            {f"val/{k}": v for k, v in parts.items()},
+            batch_size=len(batch["name"]),
+            sync_dist=True,
+            prog_bar=False,
+        )
         if self._scores_this_epoch():
             self.score(batch, "val")
 
@@ -186,8 +212,13 @@ class DualTalkerModule(L.LightningModule):
         groups = []
 
         def predict(idx: torch.Tensor, s: torch.Tensor):
-            return self.net.predict(batch["audio"][idx], batch["template"][idx], s,
-                                    audio_mask=batch["audio_mask"][idx], num_frames=lengths[idx])  # fmt: skip
+            return self.net.predict(
+                batch["audio"][idx],
+                batch["template"][idx],
+                s,
+                audio_mask=batch["audio_mask"][idx],
+                num_frames=lengths[idx],
+            )
 
         seen = (style >= 0).nonzero().flatten()
         if len(seen):
@@ -230,9 +261,12 @@ class DualTalkerModule(L.LightningModule):
 
     @staticmethod
     def write_predictions(
-        folder: Path, names: list[str], conditions: list[str], vertices: torch.Tensor,
+        folder: Path,
+        names: list[str],
+        conditions: list[str],
+        vertices: torch.Tensor,
         frame_mask: torch.Tensor,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """``folder/<subject>_<sentence>_condition_<c>.npy``: (T, V*3) float32 absolute vertices,
         the real frames only (CodeTalker's layout; under DDP every rank writes its own)."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -262,8 +296,13 @@ class DualTalkerModule(L.LightningModule):
         if template is None:
             return
         lips = None if self.lips is None else self.lips.cpu().numpy()
-        figure = vertex_error_figure(template, per_vertex.cpu().numpy(), lips,
-                                     title=f"{stage} per-vertex error" + (f", epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else ""))  # fmt: skip
+        figure = vertex_error_figure(
+            template,
+            per_vertex.cpu().numpy(),
+            lips,
+            title=f"{stage} per-vertex error"
+            + (f", epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else ""),
+        )
         media_logger(self.trainer).log_image(f"{stage}/vertex_error", figure)
 
     def _plot_template(self) -> np.ndarray | None:

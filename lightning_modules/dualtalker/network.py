@@ -210,7 +210,7 @@ class DualTalker(nn.Module):
         names=None,
         teacher_forcing: bool | None = None,
     ) -> DualTalkerOutput:
-        """The batch of ``datamodules.face``: audio (B, S) raw 16 kHz, audio_mask (B, S),
+        """The batch of ``datamodules.face.datamodule``: audio (B, S) raw 16 kHz, audio_mask (B, S),
         vertices (B, T, V*3), frame_mask (B, T), template (B, V*3), style (B,) or (B, S);
         text: transcripts ("" = none) for CTC; names: CNN feature-cache keys."""
         o = self.options

@@ -76,12 +76,25 @@ def vertex_error_figure(
     axes = fig.subplots(1, 2)
     size = max(0.5, min(12.0, 6000.0 / len(verts)))
     for ax, (i, j, name) in zip(axes, ((0, 1, "front (x, y)"), (2, 1, "side (z, y)"))):
-        points = ax.scatter(verts[order, i], verts[order, j], c=shown[order], s=size,
-                            cmap="inferno", norm=norm, linewidths=0)  # fmt: skip
+        points = ax.scatter(
+            verts[order, i],
+            verts[order, j],
+            c=shown[order],
+            s=size,
+            cmap="inferno",
+            norm=norm,
+            linewidths=0,
+        )
         if lip_vertices is not None and len(lip_vertices):
             lips = np.asarray(lip_vertices, dtype=np.int64)
-            ax.scatter(verts[lips, i], verts[lips, j], s=size * 3, facecolors="none",
-                       edgecolors="#4fc3f7", linewidths=0.3)  # fmt: skip
+            ax.scatter(
+                verts[lips, i],
+                verts[lips, j],
+                s=size * 3,
+                facecolors="none",
+                edgecolors="#4fc3f7",
+                linewidths=0.3,
+            )
         ax.set_aspect("equal")
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])

@@ -66,8 +66,13 @@ def evaluate_architecture(
         with torch.no_grad():
             for batch in loader:
                 batch = _to_device(batch, device)
-                logits = supernet(batch["ids"], batch["mask"], architecture,
-                                  batch.get("ids_b"), batch.get("mask_b"))  # fmt: skip
+                logits = supernet(
+                    batch["ids"],
+                    batch["mask"],
+                    architecture,
+                    batch.get("ids_b"),
+                    batch.get("mask_b"),
+                )
                 correct += int((logits.argmax(-1) == batch["label"]).sum())
                 total += int(batch["label"].numel())
     finally:
@@ -139,8 +144,9 @@ def write_derived(
     }
     (out / "candidates.yaml").write_text(yaml.safe_dump(listing, sort_keys=False, width=100))
     best, acc = results[0]
-    best = Architecture(best.layers, k=best.k, name="textnas_derived",
-                        source=f"{best.source}; val_acc={acc:.4f}")  # fmt: skip
+    best = Architecture(
+        best.layers, k=best.k, name="textnas_derived", source=f"{best.source}; val_acc={acc:.4f}"
+    )
     path = best.save(out / "architecture.yaml")
     save_figure(
         architecture_figure(best, title=f"derived ({best.source})"), out / "architecture.png"

@@ -70,8 +70,15 @@ def op_frequency_figure(
     if n_layers <= 32 and len(ops) <= 8:
         for i, row in enumerate(freqs):
             for j, value in enumerate(row):
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if value < 0.6 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if value < 0.6 else "black",
+                )
     fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="fraction of samples")
     fig.tight_layout()
     return fig
@@ -86,26 +93,64 @@ def architecture_figure(architecture: Architecture, title: str | None = None) ->
     ax = fig.add_subplot(1, 1, 1)
     x_of = {STEM: 0.0, **{i: float(i + 1) for i in range(n)}}
     box = dict(boxstyle="round,pad=0.3", linewidth=0.8)
-    ax.text(0.0, 0.0, "stem", ha="center", va="center", fontsize=7,
-            bbox={**box, "facecolor": "#eeeeee"}, zorder=3)  # fmt: skip
+    ax.text(
+        0.0,
+        0.0,
+        "stem",
+        ha="center",
+        va="center",
+        fontsize=7,
+        bbox={**box, "facecolor": "#eeeeee"},
+        zorder=3,
+    )
     for i, spec in enumerate(architecture.layers):
-        ax.text(x_of[i], 0.0, f"L{i}\n{spec.op}", ha="center", va="center", fontsize=6,
-                bbox={**box, "facecolor": OP_COLORS.get(spec.op, "white")}, zorder=3)  # fmt: skip
+        ax.text(
+            x_of[i],
+            0.0,
+            f"L{i}\n{spec.op}",
+            ha="center",
+            va="center",
+            fontsize=6,
+            bbox={**box, "facecolor": OP_COLORS.get(spec.op, "white")},
+            zorder=3,
+        )
     max_span, max_skip = 1.0, 0.0
     for i, spec in enumerate(architecture.layers):
         src, dst = x_of[spec.input], x_of[i]
         span = dst - src
         max_span = max(max_span, span)
         rad = 0.0 if span <= 1.0 else -0.35  # arcs above the chain
-        ax.add_patch(FancyArrowPatch((src, 0.0), (dst, 0.0), arrowstyle="-|>", mutation_scale=8,
-                                     connectionstyle=f"arc3,rad={rad}", linewidth=1.0,
-                                     color="black", zorder=2, shrinkA=17, shrinkB=17))  # fmt: skip
+        ax.add_patch(
+            FancyArrowPatch(
+                (src, 0.0),
+                (dst, 0.0),
+                arrowstyle="-|>",
+                mutation_scale=8,
+                connectionstyle=f"arc3,rad={rad}",
+                linewidth=1.0,
+                color="black",
+                zorder=2,
+                shrinkA=17,
+                shrinkB=17,
+            )
+        )
         for s in spec.skips:
             max_skip = max(max_skip, dst - x_of[s])
-            ax.add_patch(FancyArrowPatch((x_of[s], -0.03), (dst, -0.03), arrowstyle="-|>",
-                                         mutation_scale=6, connectionstyle="arc3,rad=0.35",
-                                         linestyle="--", linewidth=0.6, color="#777777",
-                                         zorder=1, shrinkA=10, shrinkB=10))  # fmt: skip
+            ax.add_patch(
+                FancyArrowPatch(
+                    (x_of[s], -0.03),
+                    (dst, -0.03),
+                    arrowstyle="-|>",
+                    mutation_scale=6,
+                    connectionstyle="arc3,rad=0.35",
+                    linestyle="--",
+                    linewidth=0.6,
+                    color="#777777",
+                    zorder=1,
+                    shrinkA=10,
+                    shrinkB=10,
+                )
+            )
     ax.set_xlim(-0.8, n + 0.8)
     ax.set_ylim(-(0.25 + 0.18 * max_skip), 0.25 + 0.18 * max_span)
     ax.axis("off")

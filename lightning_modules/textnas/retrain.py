@@ -61,13 +61,19 @@ class TextNASRetrainModule(L.LightningModule):
         # Hyper-parameters as plain dicts: checkpoints load with weights_only=True.
         network, optim = plain(options), plain(self.optim_cfg)
         self.save_hyperparameters(ignore=["embedding_init"])
-        encoder = TextNASEncoder(Architecture.from_dict(architecture), vocab_size, options, embedding_init)
+        encoder = TextNASEncoder(
+            Architecture.from_dict(architecture), vocab_size, options, embedding_init
+        )
         self.net = TextNASClassifier(encoder, num_classes, pair=pair, final_keep=options.final_keep)
         self.regression = regression
         self.val_prefixes = [split_prefix("val", name, i) for i, name in enumerate(val_splits)]
         self.test_prefixes = [split_prefix("test", name, i) for i, name in enumerate(test_splits)]
-        self.val_metrics = nn.ModuleList(build_metrics(metrics, num_classes, p) for p in self.val_prefixes)
-        self.test_metrics = nn.ModuleList(build_metrics(metrics, num_classes, p) for p in self.test_prefixes)
+        self.val_metrics = nn.ModuleList(
+            build_metrics(metrics, num_classes, p) for p in self.val_prefixes
+        )
+        self.test_metrics = nn.ModuleList(
+            build_metrics(metrics, num_classes, p) for p in self.test_prefixes
+        )
         self.train_metrics = build_metrics(metrics, num_classes, "train/")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -95,13 +101,21 @@ class TextNASRetrainModule(L.LightningModule):
             return
         loss = self.loss(logits, batch["label"])
         metrics.update(predictions(logits, self.regression), batch["label"])
-        self.log(f"{prefix}loss", loss, batch_size=len(batch["label"]), sync_dist=True, add_dataloader_idx=False)
+        self.log(
+            f"{prefix}loss",
+            loss,
+            batch_size=len(batch["label"]),
+            sync_dist=True,
+            add_dataloader_idx=False,
+        )
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step(batch, self.val_metrics[dataloader_idx], self.val_prefixes[dataloader_idx])
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, self.test_metrics[dataloader_idx], self.test_prefixes[dataloader_idx])
+        self._eval_step(
+            batch, self.test_metrics[dataloader_idx], self.test_prefixes[dataloader_idx]
+        )
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics)
@@ -141,11 +155,22 @@ class TextNASRetrainModule(L.LightningModule):
                 optimizer, T_0=cfg.t0, T_mult=cfg.t_mult, eta_min=cfg.lr_min
             )
         elif cfg.schedule == "cosine":
-            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else cfg.t0
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.lr_min)
+            epochs = (
+                self.trainer.max_epochs
+                if self.trainer.max_epochs and self.trainer.max_epochs > 0
+                else cfg.t0
+            )
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=epochs, eta_min=cfg.lr_min
+            )
         else:
-            raise ValueError(f"unknown schedule {cfg.schedule!r}: use cosine_restarts, cosine or constant")
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+            raise ValueError(
+                f"unknown schedule {cfg.schedule!r}: use cosine_restarts, cosine or constant"
+            )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
 
 
 def split_prefix(stage: str, split: str, index: int) -> str:

@@ -62,6 +62,7 @@ from .schedules import follow_max_epochs
 
 STRATEGIES = ("enas", "random")
 
+
 class TextNASSearchModule(L.LightningModule):
     """One-shot TextNAS search over a :class:`TextNASSupernet`.
 
@@ -110,18 +111,29 @@ class TextNASSearchModule(L.LightningModule):
             raise ValueError("search.controller_every and search.controller_steps must be >= 0")
         num_layers, k = space.num_layers, space.k
         self.supernet = TextNASSupernet(
-            vocab_size, num_layers, k, space.ops, space.options(), embedding_init, num_classes, pair,
+            vocab_size,
+            num_layers,
+            k,
+            space.ops,
+            space.options(),
+            embedding_init,
+            num_classes,
+            pair,
             init=space.init,
-        )  # fmt: skip
+        )
         self.ops: tuple[str, ...] = self.supernet.ops
         self.controller: EnasController | None = None
         if strategy == "enas":
             c = self.ctrl_cfg
             self.controller = EnasController(
-                num_layers=num_layers, k=k, ops=self.ops, hidden=c.hidden,
+                num_layers=num_layers,
+                k=k,
+                ops=self.ops,
+                hidden=c.hidden,
                 skip_target=c.skip_target,
-                temperature=c.temperature, tanh_constant=c.tanh_constant,
-            )  # fmt: skip
+                temperature=c.temperature,
+                tanh_constant=c.tanh_constant,
+            )
         self.random_strategy = RandomStrategy(num_layers, k, self.ops, self.search_cfg.skip_prob)
         arch_seed = self.search_cfg.arch_seed
         self.arch_seed = int(seed if arch_seed is None else arch_seed)
@@ -227,7 +239,9 @@ class TextNASSearchModule(L.LightningModule):
             self._val_collate, self._val_dataset = loader.collate_fn, loader.dataset
         n = len(self._val_batches)
         if n == 0:
-            raise RuntimeError("the validation loader is empty: the controller needs validation batches")
+            raise RuntimeError(
+                "the validation loader is empty: the controller needs validation batches"
+            )
         cursor = int(self.val_cursor)
         if self._val_order is None or self._val_order[0] != cursor // n:  # a new pass
             self._val_order = (cursor // n, reward_batch_order(n, self.arch_seed, cursor // n))
@@ -245,8 +259,12 @@ class TextNASSearchModule(L.LightningModule):
         self.supernet.eval()
         with torch.no_grad():
             logits = self(batch, arch)
-            stats = torch.stack([(logits.argmax(-1) == batch["label"]).sum().float(),
-                                 torch.tensor(float(len(batch["label"])), device=logits.device)])  # fmt: skip
+            stats = torch.stack(
+                [
+                    (logits.argmax(-1) == batch["label"]).sum().float(),
+                    torch.tensor(float(len(batch["label"])), device=logits.device),
+                ]
+            )
         self.supernet.train()
         gathered = self.all_gather(stats)
         if gathered.dim() == 2:  # (world_size, 2)
@@ -262,9 +280,7 @@ class TextNASSearchModule(L.LightningModule):
         )
         ctrl_opt.zero_grad()
         self.manual_backward(loss)
-        self.clip_gradients(
-            ctrl_opt, gradient_clip_val=c.grad_clip, gradient_clip_algorithm="norm"
-        )
+        self.clip_gradients(ctrl_opt, gradient_clip_val=c.grad_clip, gradient_clip_algorithm="norm")
         ctrl_opt.step()
         self.baseline.fill_(new_baseline)
         self.controller_step += 1
@@ -331,7 +347,9 @@ class TextNASSearchModule(L.LightningModule):
         media = media_logger(self.trainer)
         media.log_image(
             "search/op_frequency",
-            op_frequency_figure(self.op_counts.cpu().tolist(), self.ops, f"sampled ops, epoch {epoch}"),
+            op_frequency_figure(
+                self.op_counts.cpu().tolist(), self.ops, f"sampled ops, epoch {epoch}"
+            ),
             file=f"{sub}/epoch_{epoch:03d}_ops.png",
         )
         media.log_image(
@@ -347,21 +365,27 @@ class TextNASSearchModule(L.LightningModule):
     # -------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:
         o = self.optim_cfg
-        child = torch.optim.Adam(self.supernet.parameters(), lr=o.lr, betas=tuple(o.betas),
-                                 eps=o.eps, weight_decay=o.weight_decay)  # fmt: skip
+        child = torch.optim.Adam(
+            self.supernet.parameters(),
+            lr=o.lr,
+            betas=tuple(o.betas),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+        )
         epochs = (
             self.trainer.max_epochs
             if self.trainer.max_epochs and self.trainer.max_epochs > 0
             else 10
         )
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            child, T_max=epochs, eta_min=o.eta_min
-        )
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(child, T_max=epochs, eta_min=o.eta_min)
         optimizers = [child]
         if self.controller is not None:
             c = self.ctrl_cfg
-            optimizers.append(torch.optim.Adam(self.controller.parameters(), lr=c.lr, eps=c.eps,
-                                               weight_decay=c.weight_decay))  # fmt: skip
+            optimizers.append(
+                torch.optim.Adam(
+                    self.controller.parameters(), lr=c.lr, eps=c.eps, weight_decay=c.weight_decay
+                )
+            )
         return optimizers, [{"scheduler": sched, "interval": "epoch"}]
 
     # -------------------------------------------------------------- checkpoint

@@ -186,11 +186,19 @@ def _through_time(
     c = grad_n.shape[-1]
     steps = list(
         zip(
-            grad_hs.unbind(0), a_n.unbind(0), a_z.unbind(0), a_r.unbind(0), r.unbind(0),
-            z.unbind(0), grad_gh.unbind(0), grad_gh[..., :c].unbind(0),
-            grad_gh[..., c : 2 * c].unbind(0), grad_gh[..., 2 * c :].unbind(0), grad_n.unbind(0),
+            grad_hs.unbind(0),
+            a_n.unbind(0),
+            a_z.unbind(0),
+            a_r.unbind(0),
+            r.unbind(0),
+            z.unbind(0),
+            grad_gh.unbind(0),
+            grad_gh[..., :c].unbind(0),
+            grad_gh[..., c : 2 * c].unbind(0),
+            grad_gh[..., 2 * c :].unbind(0),
+            grad_n.unbind(0),
         )
-    )  # fmt: skip
+    )
     dh = steps[-1][0]
     for t in range(len(steps) - 1, -1, -1):
         _, a_n_t, a_z_t, a_r_t, r_t, z_t, gg, gg_r, gg_z, gg_n, grad_n_t = steps[t]
@@ -249,9 +257,10 @@ class _BiGRUSummed(torch.autograd.Function):
         # Both directions at once: step-major views (L, 2, B, *) of the (2, L, B, *) storage.
         w_t, b = w_hh.transpose(1, 2), b_hh[:, None, :]
         _recurrence(
-            gi.transpose(0, 1), lambda h: torch.baddbmm(b, h, w_t),
+            gi.transpose(0, 1),
+            lambda h: torch.baddbmm(b, h, w_t),
             *(t.transpose(0, 1) for t in (hs, rz_all, n_all, gh_n)),
-        )  # fmt: skip
+        )
         ctx.reversal = index
         ctx.save_for_backward(xs, w_ih, w_hh, hs, rz_all, n_all, gh_n)
         out = torch.add(hs[0], _reverse_time(hs[1], index))  # (L, B, C) in time order
@@ -286,7 +295,7 @@ class _BiGRUSummed(torch.autograd.Function):
             *(t.transpose(0, 1) for t in (grad_hs, a_n, a_z, a_r, r, z)),
             lambda acc, g: torch.baddbmm(acc, g, w_hh),
             *(t.transpose(0, 1) for t in (grad_gh, grad_n)),
-        )  # fmt: skip
+        )
         grads = [
             _parameter_and_input_grads(grad_gh[d], grad_n[d], xs[d], hs[d], w_ih[d]) for d in (0, 1)
         ]

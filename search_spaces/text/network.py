@@ -122,7 +122,9 @@ class FixedLayer(nn.Module):
         use_bn = options.post_bn == "always" or len(self.skips) > 0
         self.bn = MaskedBatchNorm1d(options.width, masked=options.masked_bn) if use_bn else None
 
-    def forward(self, x: torch.Tensor, previous: list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, previous: list[torch.Tensor], mask: torch.Tensor | None
+    ) -> torch.Tensor:
         out = add_skips(self.op(x, mask), previous, self.skips)
         if self.bn is not None:
             out = self.bn(out, mask)
@@ -146,8 +148,13 @@ class TextNASEncoder(nn.Module):
         self.options = options
         self.embedding = nn.Embedding(vocab_size, options.embed_dim)
         self.embed_dropout = nn.Dropout(1.0 - options.embed_keep)
-        self.stem = ConvBN(options.embed_dim, options.width, 1, dropout=1.0 - options.cnn_keep,
-                           masked_bn=options.masked_bn)
+        self.stem = ConvBN(
+            options.embed_dim,
+            options.width,
+            1,
+            dropout=1.0 - options.cnn_keep,
+            masked_bn=options.masked_bn,
+        )
         self.layers = nn.ModuleList(FixedLayer(spec, options) for spec in architecture.layers)
         self.combine = LinearCombine(len(self.layers))
         reset_parameters(self, embedding_init)
@@ -170,7 +177,9 @@ class TextNASEncoder(nn.Module):
 class TextNASClassifier(nn.Module):
     """Encoder + head. ``num_classes=1`` is a regression head (STS-B)."""
 
-    def __init__(self, encoder: nn.Module, num_classes: int, pair: bool = False, final_keep: float = 1.0):
+    def __init__(
+        self, encoder: nn.Module, num_classes: int, pair: bool = False, final_keep: float = 1.0
+    ):
         super().__init__()
         self.encoder = encoder
         self.pair = pair

@@ -50,8 +50,15 @@ def _build_aliases() -> dict[str, str]:
         aliases[alias] = "max_pool"
     for alias in ("rnn", "gru", "bigru", "birnn", "recurrent", "bidirectionalgru"):
         aliases[alias] = "rnn"
-    for alias in ("attention", "attn", "selfattention", "selfattn", "multiheadattention",
-                  "multiheadselfattention", "mha"):  # fmt: skip
+    for alias in (
+        "attention",
+        "attn",
+        "selfattention",
+        "selfattn",
+        "multiheadattention",
+        "multiheadselfattention",
+        "mha",
+    ):
         aliases[alias] = "attention"
     return aliases
 

@@ -52,10 +52,18 @@ class SyncMaskedBatchNorm1d(MaskedBatchNorm1d):
     process_group: object | None = None
 
     @classmethod
-    def from_module(cls, bn: MaskedBatchNorm1d, process_group: object | None = None) -> SyncMaskedBatchNorm1d:
+    def from_module(
+        cls, bn: MaskedBatchNorm1d, process_group: object | None = None
+    ) -> SyncMaskedBatchNorm1d:
         """The synchronised twin of ``bn``, sharing its parameters and buffers."""
-        out = cls(bn.num_features, masked=bn.masked, eps=bn.eps, momentum=bn.momentum,
-                  affine=bn.affine, track_running_stats=bn.track_running_stats)  # fmt: skip
+        out = cls(
+            bn.num_features,
+            masked=bn.masked,
+            eps=bn.eps,
+            momentum=bn.momentum,
+            affine=bn.affine,
+            track_running_stats=bn.track_running_stats,
+        )
         out.weight, out.bias = bn.weight, bn.bias
         out.running_mean, out.running_var = bn.running_mean, bn.running_var
         out.num_batches_tracked = bn.num_batches_tracked
@@ -68,9 +76,14 @@ class SyncMaskedBatchNorm1d(MaskedBatchNorm1d):
 
     def local_batchnorm(self) -> MaskedBatchNorm1d:
         """The plain layer again (same parameters and buffers)."""
-        out = MaskedBatchNorm1d(self.num_features, masked=self.masked, eps=self.eps,
-                                momentum=self.momentum, affine=self.affine,
-                                track_running_stats=self.track_running_stats)  # fmt: skip
+        out = MaskedBatchNorm1d(
+            self.num_features,
+            masked=self.masked,
+            eps=self.eps,
+            momentum=self.momentum,
+            affine=self.affine,
+            track_running_stats=self.track_running_stats,
+        )
         out.weight, out.bias = self.weight, self.bias
         out.running_mean, out.running_var = self.running_mean, self.running_var
         out.num_batches_tracked = self.num_batches_tracked

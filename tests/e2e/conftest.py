@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.synthetic.sentiment import write_synthetic_sst
+from datamodules.text.synthetic import write_synthetic_sst
 from search_spaces.text import Architecture
 from tests.helpers.textnas import random_arch
 
@@ -188,7 +188,10 @@ def write_glue_task(
 
         _write(root / "train.tsv", [f"{head}\tscore", *rows(n_train, row)])
         _write(root / "dev.tsv", [f"{head}\tscore", *rows(n_dev, row)])
-        test = [f"{i}\tmain-forums\tf\t2015\t{i:04d}\tnone\tnone\t{_sentence(rng)}\t{_sentence(rng)}" for i in range(8)]  # fmt: skip
+        test = [
+            f"{i}\tmain-forums\tf\t2015\t{i:04d}\tnone\tnone\t{_sentence(rng)}\t{_sentence(rng)}"
+            for i in range(8)
+        ]
         _write(root / "test.tsv", [head, *test])
     elif task == "mnli":  # parses, label1 (train) or label1..label5 (dev), gold_label last
         labels = ("entailment", "neutral", "contradiction")

@@ -61,17 +61,32 @@ class TinyImages(L.LightningDataModule):
 
 def tiny_module(seed: int = 0, **search) -> AlphaGANSearch:
     """A tiny search module; ``search`` overrides :class:`SearchConfig` fields."""
-    options = {"inner_steps": 3, "worst_steps": 2, "arch_steps": 2, "eval_every": 0, "plots": False,
-               "num_samples": 4, **search}  # fmt: skip
+    options = {
+        "inner_steps": 3,
+        "worst_steps": 2,
+        "arch_steps": 2,
+        "eval_every": 0,
+        "plots": False,
+        "num_samples": 4,
+        **search,
+    }
     return AlphaGANSearch(model=TINY_MODEL, search=options, optim={"fused": False}, seed=seed)
 
 
 def fit(module: AlphaGANSearch, root, epochs: int = 1, **trainer) -> L.Trainer:
     """``trainer.fit`` on :class:`TinyImages` without loggers, checkpoints or progress bars."""
-    kwargs = {"accelerator": "cpu", "devices": 1, "max_epochs": epochs, "logger": False,
-              "enable_checkpointing": False, "enable_progress_bar": False,
-              "enable_model_summary": False, "use_distributed_sampler": False,
-              "default_root_dir": str(root), **trainer}  # fmt: skip
+    kwargs = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": epochs,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "use_distributed_sampler": False,
+        "default_root_dir": str(root),
+        **trainer,
+    }
     t = L.Trainer(**kwargs)
     t.fit(module, datamodule=TinyImages())
     return t

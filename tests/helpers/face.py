@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.synthetic.face import (
+from datamodules.face.synthetic import (
     BIWI_SUBJECTS,
     VOCA_SUBJECTS,
     ensure_synthetic_biwi,

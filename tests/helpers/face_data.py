@@ -13,8 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from datamodules.face_prepare import prepare_vocaset
-from datamodules.synthetic.face import (
+from datamodules.face.prepare import prepare_vocaset
+from datamodules.face.synthetic import (
     VOCA_SUBJECTS,
     write_synthetic_biwi,
     write_synthetic_voca_release,

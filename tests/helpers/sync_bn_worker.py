@@ -1,4 +1,4 @@
-"""Worker of ``tests/unit/test_sync_batchnorm.py``: imports torch and the text ops only, so the
+"""Worker of ``tests/unit/backbone/test_sync_batchnorm.py``: imports torch and the text ops only, so the
 spawned processes start quickly."""
 
 from __future__ import annotations
