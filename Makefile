@@ -9,12 +9,15 @@ ARGS ?=
 PYTEST_ARGS ?=
 # demo parts to run (empty = every registered system), e.g. make demo SYSTEMS=textnas
 SYSTEMS ?=
-# Demo and tests write wandb runs locally unless you choose otherwise (WANDB_MODE=online).
-export WANDB_MODE ?= offline
-export WANDB_SILENT ?= true
+# wandb: the demo and the tests log offline unless you say otherwise (WANDB_MODE=online make
+# demo); every other target follows WANDB_MODE, else online when logged in (`wandb login`),
+# else offline with one line saying so.
+demo test test-all test-gpu: export WANDB_MODE ?= offline
+demo test test-all test-gpu: export WANDB_SILENT ?= true
 
 .PHONY: help setup check-system demo test test-all test-gpu lint bench data train-textnas eval-textnas search-textnas \
-	search-alphagan derive-alphagan prepare-voca train-dualtalker eval-dualtalker clean-outputs
+	search-alphagan derive-alphagan train-alphagan eval-alphagan prepare-voca train-dualtalker eval-dualtalker clean-outputs \
+	paper-textnas paper-alphagan paper-dualtalker sweep
 
 help:
 	@echo "make demo            every system's demo on generated data (CPU, minutes); SYSTEMS=textnas for one"
@@ -30,6 +33,8 @@ help:
 	@echo "make search-textnas ARGS='data.root=/path/to/sst/trees preset=trainer/ddp trainer.devices=4'"
 	@echo "make search-alphagan ARGS='data.root=/data/cifar10 search.variant=s'   (EXPERIMENT=alphagan_search_stl10)"
 	@echo "make derive-alphagan ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
+	@echo "make train-alphagan ARGS='model.genotype=alphagan_l data.root=/data/cifar10'   (EXPERIMENT=alphagan_train_stl10)"
+	@echo "make eval-alphagan ARGS='ckpt=outputs/.../checkpoints/last.ckpt metrics.inception_weights=...'"
 	@echo "make prepare-voca ARGS='src=/data/vocaset_release dst=data/vocaset'"
 	@echo "make train-dualtalker ARGS='data.root=data/vocaset model.audio_encoder=/models/wav2vec2-base-960h'   (EXPERIMENT=dualtalker_biwi, faceformer_voca, ...)"
 	@echo "make eval-dualtalker ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
@@ -89,6 +94,12 @@ search-alphagan: $(STAMP)
 derive-alphagan: $(STAMP)
 	$(PY) -m experiments derive $(or $(EXPERIMENT),alphagan_search_cifar10) $(ARGS)
 
+train-alphagan: $(STAMP)
+	$(PY) -m experiments train $(or $(EXPERIMENT),alphagan_train_cifar10) $(ARGS)
+
+eval-alphagan: $(STAMP)
+	$(PY) -m experiments eval $(EXPERIMENT) $(ARGS)
+
 prepare-voca: $(STAMP)
 	$(PY) -m datamodules.face.prepare $(ARGS)
 
@@ -97,6 +108,21 @@ train-dualtalker: $(STAMP)
 
 eval-dualtalker: $(STAMP)
 	$(PY) -m experiments eval $(EXPERIMENT) $(ARGS)
+
+# a paper's pipeline end to end (python -m experiments pipeline list), e.g.
+#   make paper-textnas ARGS="data.root=/data/SST-2 stages.search.data.root=/data/sst"
+paper-textnas: $(STAMP)
+	$(PY) -m experiments pipeline $(or $(PIPELINE),textnas_sst) $(ARGS)
+
+paper-alphagan: $(STAMP)
+	$(PY) -m experiments pipeline $(or $(PIPELINE),alphagan_cifar10) $(ARGS)
+
+paper-dualtalker: $(STAMP)
+	$(PY) -m experiments pipeline $(or $(PIPELINE),dualtalker_voca) $(ARGS)
+
+# an Optuna study over config keys: make sweep EXPERIMENT=textnas_train_sst2 SWEEP=sweeps/lr.yaml
+sweep: $(STAMP)
+	$(PY) -m experiments sweep $(EXPERIMENT) sweep=$(SWEEP) $(ARGS)
 
 clean-outputs:
 	rm -rf outputs

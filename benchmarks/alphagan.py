@@ -1,9 +1,10 @@
 """alphaGAN search-step benchmark (``make bench``).
 
-The configuration is the one the reference implementation was timed on (``../shared/peers/
-alphagan_step.py``): the supernet G at width 256 (and 64) with latent 128, bottom width 4 and
-the 6 normal + 3 up-sampling ops; the AutoGAN D at width 128 with spectral norm; batch 16 of
-32x32 images; hinge loss; Adam (2e-4, betas (0, 0.9)) for G and D, the α optimizer of §2.4
+The configuration is the one the reference implementation (yuesongtian/AlphaGAN) was timed on
+with its step harness (``PEER_SCRIPT`` below, kept outside this repository): the supernet G at
+width 256 (and 64) with latent 128, bottom width 4 and the 6 normal + 3 up-sampling ops; the
+AutoGAN D at width 128 with spectral norm; batch 16 of
+32x32 images; hinge loss; Adam (2e-4, betas (0, 0.9)) for G and D, the reference's α optimizer
 (Adam 3e-4, betas (0.5, 0.999), wd 1e-3); fp32, 2 threads, median of 5 after 1 warm-up.
 
 Timed, with the search module's own networks and step functions
@@ -18,17 +19,18 @@ a millisecond a step):
 * a D_w step and a G_w step alone, for the projection.
 
 Also the peak memory (RSS on CPU, CUDA allocator peak on a GPU) and the projected wall time of
-a full alphaGAN(s) and (l) search on this machine (99 epochs of §2.5's step counts at the
-paper's batch 64, from the batch-16 times scaled by 4; evaluation excluded).
+a full alphaGAN(s) and (l) search on this machine (99 epochs of the variants' step counts at
+the paper's batch 64, from the batch-16 times scaled by 4; evaluation excluded).
 
 ``--reference`` (or ``SUITE_BENCH_REFERENCE=1``) runs the reference harness in a child process
-first, in the same session, with ``AG_MODES=anomaly_off`` (needs ``PEER_SRC``, see
-``../shared/peers/README.md``), and records the ratio reference / suite per width.
+first, in the same session, with ``AG_MODES=anomaly_off`` (needs ``PEER_SRC``, a checkout of
+the reference code), and records the ratio reference / suite per width.
 
 ``--ablate`` also times each width with ``model.conv=direct`` (the stock 5x5 convolution
 instead of the FFT path).
 
-    python -m benchmarks.alphagan [--threads 2] [--reps 5] [--widths 256,64] [--reference] [--ablate]
+    python -m benchmarks.alphagan [--threads 2] [--reps 5] [--widths 256,64] [--reference]
+                                  [--ablate]
 """
 
 from __future__ import annotations
@@ -219,7 +221,10 @@ def run_reference(
         "OMP_NUM_THREADS": str(threads),
     }
     patch = "import time; time.perf_counter = time.process_time; " if clock == "cpu" else ""
-    code = f"{patch}import runpy, sys; sys.argv = [{str(PEER_SCRIPT)!r}]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    code = (
+        f"{patch}import runpy, sys; sys.argv = [{str(PEER_SCRIPT)!r}]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
     print(
         f"reference harness {PEER_SCRIPT.name} (widths {widths}, anomaly off, {clock} clock) ...",
         file=sys.stderr,
@@ -319,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     for entry in report["suite"]:
         print(
             f"width {entry['width']} {entry['options'] or ''}: weight iteration "
-            f"{entry['weight_iteration']['median_s']:.3f} s, α step {entry['alpha_step']['median_s']:.3f} s, "
+            f"{entry['weight_iteration']['median_s']:.3f} s, "
+            f"α step {entry['alpha_step']['median_s']:.3f} s, "
             f"peak {entry['peak_memory_mb']} MB, projected {entry['projected_full_search']}"
         )
     return 0

@@ -1,11 +1,12 @@
 """DualTalker training-step benchmark (``make bench``), side by side with FaceFormer's.
 
-The configuration is the one the reference (FaceFormer) was timed on
-(``../shared/peers/faceformer_step.py``): wav2vec2-base's config shrunk to hidden 64, 2 layers,
-2 heads, intermediate 128, with the full 7 x 512 CNN, frozen (``audio_encoder=faceformer-bench``); d = 64,
-one decoder layer, 4 heads, 8 training subjects, VOCA's 5023 vertices; 2 s of 16 kHz audio and
-60 frames per sequence; MSE; Adam 1e-4; fp32 on CPU with 2 threads; the median of 20 steps after
-3 warm-ups. One step = forward, loss, backward, Adam step, zero_grad.
+The configuration is the one the reference (EvelynFan/FaceFormer) was timed on with its step
+harness (``PEER_SCRIPT`` below, kept outside this repository): wav2vec2-base's config shrunk
+to hidden 64, 2 layers, 2 heads, intermediate 128, with the full 7 x 512 CNN, frozen
+(``audio_encoder=faceformer-bench``); d = 64, one decoder layer, 4 heads, 8 training subjects,
+VOCA's 5023 vertices; 2 s of 16 kHz audio and 60 frames per sequence; MSE; Adam 1e-4; fp32 on CPU
+with 2 threads; the median of 20 steps after 3 warm-ups. One step = forward, loss, backward, Adam
+step, zero_grad.
 
 Timed here, per training mode (teacher-forced, autoregressive) and batch size (1 and
 ``--batch``): the FaceFormer configuration (the suite's network with the dual task and the
@@ -16,12 +17,15 @@ library's fast paths: the key/value cache of the autoregressive decoder (one new
 instead of re-running the prefix), batching several sequences per step, SDPA attention,
 the frozen CNN's features cached per sequence, fused Adam.
 
-Reference figures: with ``PEER_SRC`` set (the exported FaceFormer source,
-``../shared/peers/README.md``) the reference harness runs in a child process, alternating with
-this suite's steps, ``--rounds`` times; the JSON holds both figures and the per-sequence ratio of
-each round. Without it the bench prints the stored figures of other days, and no ratio.
+Reference figures: with ``PEER_SRC`` set (a checkout of FaceFormer's source) the reference
+harness runs in a child process, alternating with this suite's steps, ``--rounds`` times; the
+JSON holds both figures and the per-sequence ratio of each round. Without it the bench prints
+the stored figures of other days, and no ratio.
 
     python -m benchmarks.dualtalker [--threads 2] [--steps 20] [--warmup 3] [--batch 8] [--rounds 2]
+
+Inference (frames/s and peak memory against the audio's length, with and without the key/value
+cache): ``python -m benchmarks.dualtalker --inference``, see ``benchmarks/dualtalker_inference.py``.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ SECONDS, FRAMES, SAMPLE_RATE = 2.0, 60, 16_000
 #: run): seconds per step of batch 1, base_conv, median of 20 after 3 warm-ups, 2 threads.
 STORED_REFERENCE = [
     {
-        "label": "measured on 2026-11-24 with ../shared/peers/faceformer_step.py, 2-core AMD EPYC VM",
+        "label": "measured on 2026-11-24 with the reference harness faceformer_step.py, "
+        "2-core AMD EPYC VM",
         "autoregressive": 0.286,
         "teacher_forcing": 0.058,
     },
@@ -202,7 +207,8 @@ def bench_reference(rounds: int, steps: int, warmup: int, batch: int) -> dict:
                 p = pairs[f"{mode}_batch{b}"][-1]
                 print(
                     f"  round {r + 1}: {mode:<15} batch {b:<2} reference "
-                    f"{ref_s * 1000:7.1f} ms/seq, suite {p['suite_seconds_per_sequence'] * 1000:7.1f} "
+                    f"{ref_s * 1000:7.1f} ms/seq, "
+                    f"suite {p['suite_seconds_per_sequence'] * 1000:7.1f} "
                     f"ms/seq: {p['speedup']:.2f}x (fastest steps: "
                     f"{p['speedup_of_fastest_steps']:.2f}x)",
                     flush=True,
@@ -239,6 +245,11 @@ def _line(e: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--inference" in argv:  # the inference bench: benchmarks/dualtalker_inference.py
+        from benchmarks import dualtalker_inference
+
+        return dualtalker_inference.main([a for a in argv if a != "--inference"])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -268,6 +279,9 @@ def main(argv: list[str] | None = None) -> dict:
         help="only the side-by-side section (its suite steps are the FaceFormer configuration's)",
     )
     parser.add_argument("--out", default="benchmarks/results/dualtalker.json")
+    parser.add_argument(
+        "--inference", action="store_true", help="the inference bench instead (its own options)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     reference = bool(os.environ.get("PEER_SRC")) if args.reference is None else args.reference

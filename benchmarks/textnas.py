@@ -14,7 +14,8 @@ fraction of its step. ``--glibc-compare N`` (default 2) times N pairs of child p
 glibc's allocator tuning off and on (``experiments/allocator.py``), alternating.
 
 Reference figures: ``--reference`` (or ``SUITE_BENCH_REFERENCE=1``) runs the reference
-implementation's harness (``../shared/peers/textnas_step.py``, which needs ``PEER_SRC``) in
+implementation's step harness (``PEER_SCRIPT``, kept outside this repository; ``PEER_SRC`` is a
+checkout of NNI's TextNAS example) in
 child processes alternating with this suite's steps in the same run, on the same random
 architecture (the harness writes it with ``TN_DUMP_ARCH``), and prints those same-run ratios.
 Without it the bench prints the stored reference figures with the date and way they were
@@ -615,7 +616,8 @@ def _keys(d: dict) -> dict:
 def _line(entry: dict) -> str:
     text = (
         f"{entry['name']:<40} {entry['device']:<5} batch {entry['batch_size']:<4} "
-        f"{entry['seconds_per_step_median'] * 1000:8.1f} ms/step  {entry['samples_per_s']:8.1f} samples/s  "
+        f"{entry['seconds_per_step_median'] * 1000:8.1f} ms/step  "
+        f"{entry['samples_per_s']:8.1f} samples/s  "
         f"peak {entry['peak_memory_mb']:.0f} MB"
     )
     if "stock_ops_seconds_per_step" in entry:

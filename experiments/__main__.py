@@ -11,7 +11,10 @@ import re
 import sys
 from collections.abc import Sequence
 
-USAGE = "usage: python -m experiments {demo,list,show,train,eval,data,<command>} [EXPERIMENT] [key=value ...]"
+USAGE = (
+    "usage: python -m experiments {demo,list,show,train,eval,data,<command>} [EXPERIMENT] "
+    "[key=value ...]"
+)
 HELP = f"""{USAGE}
 
 commands:
@@ -24,6 +27,12 @@ commands:
                                 validate (and test) a checkpoint; config comes from it
   data  EXPERIMENT [k=v ...]    the data as training reads it: split sizes and label counts,
                                 a preview folder, and one JSON line last on stdout
+  sweep EXPERIMENT sweep=FILE [n_trials=N] [seeds=K] [backend=optuna|wandb]
+        [sweep.storage=URL] [k=v ...]
+                                an Optuna study over config keys (each trial a train run)
+  pipeline NAME|list [k=v ...] [stages.STAGE.k=v ...]
+                                a paper's stages in order (search, derive, retrain, eval;
+                                train, eval, render); again: continues where it stopped
   <command> EXPERIMENT [k=v ...] [args]
                                 a system's own command (e.g. search, derive)
 
@@ -117,6 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(rest[0] if rest else None, overrides)
         _report(result.run_dir)
         return 0
+    if command == "pipeline":
+        from experiments.pipeline import pipeline_command
+
+        return pipeline_command(words)
+    if command == "sweep":
+        from experiments.sweep import sweep
+
+        name, words = _experiment(words, command)
+        return sweep(name, words)
     if command == "data":
         import json
 
@@ -139,11 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from experiments.run import run_command
 
     overrides, rest = _split(words)
-    if not rest:
-        raise UsageError(
-            f"unknown command '{command}' (commands: list, show, train, eval, or a system's own)"
-        )
-    return run_command(command, rest[0], overrides, rest[1:])
+    # without an EXPERIMENT, run_command takes it from ckpt=PATH or says it is missing
+    return run_command(command, rest[0] if rest else None, overrides, rest[1:])
 
 
 def _is_rank_zero() -> bool:

@@ -1,4 +1,5 @@
-"""Callbacks every run gets: checkpoint metadata, RNG state for exact resume, metrics.json.
+"""Callbacks every run gets: checkpoint metadata, RNG state for exact resume, metrics.json,
+and the stop on a non-finite training loss.
 
 None of them touches a logger, so they work under ``fast_dev_run`` (``DummyLogger``) too.
 """
@@ -19,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig
 
-from experiments.config import to_container
+from experiments.config import ConfigError, to_container
 
 
 class SuiteMetadata(Callback):
@@ -119,22 +120,112 @@ class RNGState(Callback):
         restore_rng_state(states[rank])
 
 
+class NonFiniteLossError(ConfigError):
+    """A training loss became NaN or infinite: a user-facing stop (one ``error:`` line, exit
+    code 2), since the usual causes are the data or the settings (learning rate, precision)."""
+
+
+class NonFiniteLossStop(Callback):
+    """Stops training when a training loss is NaN or infinite (``allow=False``), before any
+    checkpoint holds the weights it produced; with ``allow=True`` it warns once and goes on.
+
+    Checked after every training batch: the loss the step returned (automatic optimization)
+    and every loss the step logged (each metric whose name holds ``loss``, outside ``val/`` and
+    ``test/``), so manual-optimization modules (several losses per step) are covered as well.
+    Under DDP the ranks agree (one reduction of a flag per step), so they all stop together.
+    Lightning's ``EarlyStopping(check_finite=True)`` needs one monitored metric and checks it
+    only when it validates, hence this callback.
+    """
+
+    def __init__(self, allow: bool = False) -> None:
+        self.allow = allow
+        self._warned = False
+
+    @staticmethod
+    def _bad_losses(outputs: Any, trainer: L.Trainer) -> dict[str, float]:
+        """{name: value} of the non-finite losses of this step: the logged ones (without the
+        ``_step``/``_epoch`` copies of a logged name), else the loss the step returned."""
+        logged = {
+            key: value
+            for key, value in trainer.callback_metrics.items()
+            if "loss" in key.rpartition("/")[2] and not key.startswith(("val/", "test/"))
+        }
+        for key in list(logged):
+            base = key.removesuffix("_step").removesuffix("_epoch")
+            if base != key and base in logged:
+                del logged[key]
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        found = dict(logged)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            found.setdefault("the returned loss", loss)
+        bad = {}
+        for key, value in found.items():
+            number = float(value.detach().float()) if isinstance(value, torch.Tensor) else value
+            if isinstance(number, float) and not math.isfinite(number):
+                bad[key] = number
+        if len(bad) > 1:
+            bad.pop("the returned loss", None)  # a logged loss names it better
+        return bad
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        bad = self._bad_losses(outputs, trainer)
+        if trainer.world_size > 1:
+            any_bad = trainer.strategy.reduce_boolean_decision(bool(bad), all=False)
+        else:
+            any_bad = bool(bad)
+        if not any_bad:
+            return
+        what = ", ".join(f"{k} = {v}" for k, v in bad.items()) if bad else "a loss on another rank"
+        # the global batch index: the step the loggers show this batch's values at
+        step = trainer.fit_loop.epoch_loop.total_batch_idx
+        where = f"step {step} (epoch {trainer.current_epoch}, batch {batch_idx})"
+        if self.allow:
+            if not self._warned:
+                rank_zero_warn(
+                    f"non-finite training loss at {where}: {what}; training goes on "
+                    "(allow_nonfinite_loss=true)"
+                )
+                self._warned = True
+            return
+        raise NonFiniteLossError(
+            f"training stopped at {where}: {what}; no checkpoint is saved from here on. Check "
+            "the data (the data command reads every file) and the learning rate, or set "
+            "allow_nonfinite_loss=true to go on regardless"
+        )
+
+
 def _scalar(value: Any) -> float | None:
+    """A logged value as a float (NaN and infinities kept), or None if it is not a scalar."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             return None
         value = value.item()
     if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        value = float(value)
-        return value if math.isfinite(value) else None
+        return float(value)
     return None
+
+
+def _json_number(value: Any) -> Any:
+    """Non-finite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (JSON has no such
+    numbers; ``float()`` reads these strings back)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 class MetricsJSON(Callback):
     """Rank 0 writes ``run_dir/metrics.json`` with sections ``fit``, ``validate`` and ``test``.
 
     Each section holds every scalar of ``trainer.logged_metrics`` and ``callback_metrics`` as a
-    float, plus ``global_step`` and ``epoch``; ``fit`` also holds ``best_model_path`` and
+    float (in the file, NaN and infinities as the strings ``"nan"``/``"inf"``/``"-inf"``), plus
+    ``global_step`` and ``epoch``; ``fit`` also holds ``best_model_path`` and
     ``best_model_score``. The same dict is kept in :attr:`results` on every rank.
     """
 
@@ -176,7 +267,7 @@ class MetricsJSON(Callback):
                 data = json.loads(self.path.read_text())
             except (OSError, json.JSONDecodeError):
                 data = {}
-        data[section] = metrics
+        data[section] = {key: _json_number(value) for key, value in metrics.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -11,6 +11,7 @@ commands to come (``sample``, ``render``) all call it.
 from __future__ import annotations
 
 import pickle
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,37 +22,74 @@ from omegaconf import DictConfig
 
 from experiments.config import ConfigError, compose
 from experiments.registry import SystemSpec, get_system
+from experiments.trainer import check_writable, output_folder
 
 if TYPE_CHECKING:
     import lightning as L
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6 (a zip archive)
+PICKLE_MAGIC = b"\x80"  # the legacy torch.save format starts with a pickle (protocol >= 2)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (after torch's "WeightsUnpickler
+    error:" preamble, if any), or its type's name."""
+    text = str(e).split("WeightsUnpickler error:")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def load_checkpoint(path: str | Path, key: str | None = None) -> dict[str, Any]:
     """A checkpoint on CPU (memory-mapped when possible), tensors and plain values only.
 
-    ConfigError if it is missing, unreadable or needs more than ``weights_only`` unpickling.
+    The one place checkpoints are read: a missing, empty, truncated or foreign file, or one that
+    needs more than ``weights_only`` unpickling, is a ConfigError naming the file (and ``key``,
+    the config key that gave the path, when there is one).
     """
     path = Path(path).expanduser()
+    where = f"{key}: " if key else ""
+    if path.is_dir():
+        raise ConfigError(f"{where}{path} is a folder, not a checkpoint file")
     if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
+        raise ConfigError(f"{where}checkpoint not found: {path}")
+    not_readable = f"{where}{path} is not a readable checkpoint"
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "zip" not in str(e).lower() and "mmap" not in str(e).lower():
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except pickle.UnpicklingError as e:
-        if "unsupported global" not in str(e).lower():  # not a pickled object: a damaged file
-            raise ConfigError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
-        what = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        with path.open("rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+    except OSError as e:
+        raise ConfigError(f"{not_readable}: {e.strerror or _first_line(e)}") from e
+    if not head:
+        raise ConfigError(f"{not_readable}: the file is empty (0 bytes)")
+    is_zip = ZIP_MAGIC.startswith(head) if len(head) < len(ZIP_MAGIC) else head == ZIP_MAGIC
+    if not is_zip and not head.startswith(PICKLE_MAGIC):
         raise ConfigError(
-            f"checkpoint {path} holds objects other than tensors and plain values ({what}); "
-            "refusing to unpickle it, since that can run arbitrary code. Suite checkpoints "
-            "never need this: was the file written by another program?"
-        ) from e
+            f"{not_readable}: it is not a PyTorch checkpoint (neither torch.save's zip archive "
+            "nor a pickle)"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" in str(e).lower():
+            what = _first_line(e).split(" was not an allowed global")[0]
+            raise ConfigError(
+                f"{where}checkpoint {path} holds objects other than tensors and plain values "
+                f"({what}); refusing to unpickle it, since that can run arbitrary code. Suite "
+                "checkpoints never need this: was the file written by another program?"
+            ) from e
+        error: Exception = e
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user-facing message
-        raise ConfigError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+        error = e
+    if is_zip and not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"{not_readable}: it is truncated ({path.stat().st_size} bytes, the end of its zip "
+            "archive is missing: was the save or a copy interrupted?)"
+        ) from error
+    kind = "zip archive" if is_zip else "pickle"
+    raise ConfigError(
+        f"{not_readable}: it is damaged or not a PyTorch checkpoint (a {kind} that "
+        f"torch.load cannot read: {_first_line(error)})"
+    ) from error
 
 
 def suite_meta(
@@ -61,11 +99,13 @@ def suite_meta(
     meta = checkpoint.get("suite")
     if not isinstance(meta, dict) or "experiment" not in meta:
         raise ConfigError(
-            f"checkpoint {path} has no suite metadata (it was not written by `python -m experiments train`)"
+            f"checkpoint {path} has no suite metadata (it was not written by "
+            "`python -m experiments train`)"
         )
     if experiment is not None and meta["experiment"] != experiment:
         raise ConfigError(
-            f"checkpoint {path} was written by experiment '{meta['experiment']}', not '{experiment}'"
+            f"checkpoint {path} was written by experiment '{meta['experiment']}', "
+            f"not '{experiment}'"
         )
     return meta
 
@@ -105,17 +145,21 @@ def load_run(
     experiment: str | None = None,
     overrides: Sequence[str] = (),
     system: str | None = None,
+    key: str | None = "ckpt",
     **values: Any,
 ) -> LoadedRun:
     """Rebuild the run that wrote checkpoint ``path``.
 
     The config is: schema defaults <- the config stored in the checkpoint <- ``values``
     (e.g. ``output_dir``) <- ``overrides``. ``experiment``/``system``, when given, must be
-    the checkpoint's. The module gets the checkpoint's weights and its own checkpoint state
+    the checkpoint's; ``key`` is the config key that named ``path`` (for the error messages).
+    The config's output folder must be writable (every command that rebuilds a run writes
+    there): checked before the system builds anything.
+    The module gets the checkpoint's weights and its own checkpoint state
     (``on_load_checkpoint``); the datamodule is built from the checkpoint (e.g. its vocabulary).
     """
     path = Path(path).expanduser()
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, key)
     meta = suite_meta(checkpoint, path, experiment)
     if system is not None and meta.get("system") != system:
         raise ConfigError(
@@ -124,6 +168,7 @@ def load_run(
     spec = get_system(str(meta["system"]))
     values = {"experiment": str(meta["experiment"]), "resume": None, "ckpt": str(path), **values}
     cfg = stored_config(spec, meta, path, overrides, **values)
+    check_writable(output_folder(cfg))  # the commands that rebuild a run write into it
     module, datamodule = spec.build(cfg, checkpoint)
     check_state_fits(module, checkpoint, path)
     module.load_state_dict(checkpoint["state_dict"])

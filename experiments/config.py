@@ -9,7 +9,8 @@ A run's configuration is built in layers, each merged onto the previous one:
 4. presets named on the command line with ``preset=a,b``;
 5. ``key=value`` overrides (OmegaConf dotlist syntax, values parsed as YAML).
 
-Every error is a :class:`ConfigError` (:mod:`experiments.config_errors`) with a one-line message that names the full key, e.g.
+Every error is a :class:`ConfigError` (:mod:`experiments.config_errors`) with a one-line message
+that names the full key, e.g.
 ``unknown config key 'trainer.max_epochz'; did you mean 'trainer.max_epochs'?``.
 """
 
@@ -85,8 +86,10 @@ class WandbConfig:
     mode: str = "auto"
     project: str = "nas-suite"
     entity: Optional[str] = None
+    group: Optional[str] = None  # runs that belong together (a pipeline's stages, a sweep)
+    job_type: Optional[str] = None  # the run's stage: search, derive, retrain, eval, render
     tags: list[str] = field(default_factory=list)
-    log_model: bool = False
+    log_model: str = "false"  # false | best (checkpoints at the end) | all (as saved)
 
 
 @dataclass
@@ -118,6 +121,9 @@ class RunConfig:
     output_dir: str = "outputs"
     resume: Optional[str] = None  # "last" or a checkpoint path
     ckpt: Optional[str] = None  # checkpoint to evaluate
+    # A NaN/infinite training loss stops the run (an error naming the step, no checkpoint
+    # after it); true: warn once and go on.
+    allow_nonfinite_loss: bool = False
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -302,7 +308,8 @@ def check_run_config(cfg: DictConfig) -> None:
     t = cfg.trainer
     if str(t.precision) not in PRECISIONS:
         raise ConfigError(
-            f"trainer.precision: unsupported value '{t.precision}'; use one of {', '.join(PRECISIONS)}"
+            f"trainer.precision: unsupported value '{t.precision}'; "
+            f"use one of {', '.join(PRECISIONS)}"
         )
     devices = t.devices
     if isinstance(devices, ListConfig):
@@ -338,7 +345,8 @@ def check_run_config(cfg: DictConfig) -> None:
         v = t[key]
         if v is not None and (v < 0 or (isinstance(v, float) and v > 1.0 and not v.is_integer())):
             raise ConfigError(
-                f"trainer.{key}: expected a fraction in [0, 1] (float) or a number of batches (int), got {v}"
+                f"trainer.{key}: expected a fraction in [0, 1] (float) or a number of batches "
+                f"(int), got {v}"
             )
     if not cfg.experiment or not re.fullmatch(r"[\w.\-]+", str(cfg.experiment)):
         raise ConfigError(f"experiment: invalid name {cfg.experiment!r} (letters, digits, _ . -)")

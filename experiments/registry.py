@@ -63,9 +63,13 @@ class SystemSpec:
             (the shared ones, media logger included, are always there).
         checkpoint_monitor: ``fn(cfg) -> metric or None`` when the monitored metric depends
             on the config (``checkpoint.monitor=auto``).
+        summaries: ``fn(cfg) -> [(metric, "max"|"min"), ...]``: the system's headline metrics
+            and their direction, summarised in wandb by their best value (besides the
+            checkpoint's monitor, which always is).
         find_unused_parameters: each backward leaves some parameters without gradient (one
-            sub-network of a supernet, one player of a GAN): under DDP the plain strategies
-            (``ddp``, ``ddp_spawn``, ...) become their ``_find_unused_parameters_true`` form.
+            sub-network of a supernet, one player of a GAN): whatever DDP strategy the Trainer
+            runs (``ddp``, ``ddp_spawn``, ... or ``auto`` with several devices) gets DDP's
+            unused-parameter search, and ``*_find_unused_parameters_false`` is refused.
         after_fit / after_eval: hooks run (on every rank) after training / evaluation.
         commands: which built-in commands (``train``, ``eval``) the system supports.
         extra_commands: more commands, ``fn(cfg, args) -> exit code`` (e.g. derive);
@@ -79,6 +83,7 @@ class SystemSpec:
     validate: Callable[[DictConfig], None] | None = None
     callbacks: Callable[[DictConfig], list[Callback]] | None = None
     checkpoint_monitor: Callable[[DictConfig], str | None] | None = None
+    summaries: Callable[[DictConfig], list[tuple[str, str]]] | None = None
     find_unused_parameters: bool = False
     after_fit: Callable[[RunContext], None] | None = None
     after_eval: Callable[[RunContext], None] | None = None
@@ -111,6 +116,7 @@ SYSTEMS: dict[str, str | SystemSpec] = {
     "textnas_train": "experiments.systems.textnas.retrain:SPEC",
     "textnas_search": "experiments.systems.textnas.search:SPEC",
     "alphagan_search": "experiments.systems.alphagan.search:SPEC",
+    "alphagan_train": "experiments.systems.alphagan.train:SPEC",
     "dualtalker": "experiments.systems.dualtalker.train:SPEC",
 }
 

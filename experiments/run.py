@@ -7,6 +7,7 @@ them directly.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from experiments.callbacks import MetricsJSON
@@ -30,6 +32,7 @@ from experiments.checkpoints import (
 )
 from experiments.config import ConfigError, compose, is_user_error, parse_override, to_yaml
 from experiments.registry import (
+    SYSTEMS,
     RunContext,
     SystemSpec,
     experiment_system,
@@ -40,10 +43,14 @@ from experiments.trainer import (
     RUN_DIR_ENV,
     build_trainer,
     check_manual_optimization,
+    check_strategy,
+    check_writable,
     env_rank,
     export_run_dir,
     make_run_dir,
+    output_folder,
 )
+from experiments.wandb_run import log_run_artifacts
 
 
 @dataclass
@@ -106,7 +113,8 @@ def show(experiment: str, overrides: Sequence[str] = ()) -> str:
 
 
 def find_resume(cfg: DictConfig) -> tuple[str | None, Path | None]:
-    """``(checkpoint path, run folder to continue in)`` for ``cfg.resume``; (None, None) if unset."""
+    """``(checkpoint path, run folder to continue in)`` for ``cfg.resume``; (None, None) if
+    unset."""
     if not cfg.resume:
         return None, None
     exp_dir = Path(cfg.output_dir).resolve() / str(cfg.experiment)
@@ -119,7 +127,7 @@ def find_resume(cfg: DictConfig) -> tuple[str | None, Path | None]:
         path = found[-1]
         return str(path), path.parent.parent
     path = Path(str(cfg.resume)).expanduser().resolve()
-    meta = suite_meta(load_checkpoint(path), path, str(cfg.experiment))
+    meta = suite_meta(load_checkpoint(path, "resume"), path, str(cfg.experiment))
     if path.parent.name == "checkpoints":
         return str(path), path.parent.parent
     stored = Path(meta.get("run_dir", ""))
@@ -186,10 +194,19 @@ class _RunFolder:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def train(experiment: str, overrides: Sequence[str] = ()) -> RunResult:
-    """Train an experiment; ``resume=last|PATH`` continues a run in its own folder."""
+def train(
+    experiment: str, overrides: Sequence[str] = (), extra_callbacks: Sequence[Callback] = ()
+) -> RunResult:
+    """Train an experiment; ``resume=last|PATH`` continues a run in its own folder.
+
+    ``extra_callbacks`` join the Trainer's (e.g. a sweep's reporting callback)."""
     spec, cfg = compose_experiment(experiment, overrides, command="train")
     ckpt_path, resume_dir = find_resume(cfg)
+    if resume_dir is None:
+        check_writable(output_folder(cfg))
+    else:  # a resumed run goes on writing into its own folder
+        for folder in (resume_dir, resume_dir / "checkpoints"):
+            check_writable(folder, f"resume={cfg.resume}" if cfg.resume == "last" else "resume")
     checkpoint = None
     if ckpt_path is None:
         if spec.validate is not None:
@@ -198,7 +215,8 @@ def train(experiment: str, overrides: Sequence[str] = ()) -> RunResult:
         # A resumed run is the checkpoint's run: its stored config (model sizes, data) <- the
         # overrides, and the system rebuilds from the checkpoint (e.g. its vocabulary), so a
         # mismatch is caught before anything in the run folder is touched.
-        checkpoint = load_checkpoint(Path(ckpt_path))
+        key = "resume=last" if cfg.resume == "last" else "resume"
+        checkpoint = load_checkpoint(Path(ckpt_path), key)
         meta = suite_meta(checkpoint, Path(ckpt_path), experiment)
         cfg = stored_config(
             spec,
@@ -215,27 +233,28 @@ def train(experiment: str, overrides: Sequence[str] = ()) -> RunResult:
     if checkpoint is not None:
         check_state_fits(module, checkpoint, ckpt_path)
     check_manual_optimization(cfg, module)
+    check_strategy(cfg, spec)
     run_dir = resume_dir or make_run_dir(cfg)
     with _RunFolder(run_dir, fresh=resume_dir is None), warnings.catch_warnings():
         if resume_dir is not None:  # continuing in its own folder is the point
             warnings.filterwarnings("ignore", message="Checkpoint directory .* is not empty")
-        trainer = build_trainer(cfg, run_dir, module, spec)
+        trainer = build_trainer(cfg, run_dir, module, spec, extra_callbacks=extra_callbacks)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         run_dir = _shared_run_dir(trainer, run_dir)
         metrics = _metrics(trainer)
         if spec.after_fit is not None:
             spec.after_fit(RunContext(cfg, run_dir, trainer, module, datamodule, metrics))
+        log_run_artifacts(trainer, run_dir)
         return RunResult(run_dir, metrics)
 
 
-def _ckpt_override(overrides: Sequence[str]) -> str:
+def _ckpt_override(overrides: Sequence[str]) -> str | None:
+    """The last ``ckpt=PATH`` among the overrides (None if absent or empty)."""
     value = None
     for item in overrides:
         if item.partition("=")[0].strip() == "ckpt":
             value = parse_override(item)[1]
-    if not value:
-        raise ConfigError("eval needs a checkpoint: ckpt=PATH")
-    return str(value)
+    return str(value) if value else None
 
 
 def evaluate(experiment: str | None, overrides: Sequence[str] = ()) -> RunResult:
@@ -244,7 +263,10 @@ def evaluate(experiment: str | None, overrides: Sequence[str] = ()) -> RunResult
     The config is: schema defaults <- the config stored in the checkpoint <- ``overrides``.
     ``experiment`` defaults to the checkpoint's; a different one is an error.
     """
-    run = load_run(_ckpt_override(overrides), experiment, overrides)
+    ckpt = _ckpt_override(overrides)
+    if ckpt is None:
+        raise ConfigError("eval needs a checkpoint: ckpt=PATH")
+    run = load_run(ckpt, experiment, overrides)
     spec, cfg, module, datamodule = run.spec, run.cfg, run.module, run.datamodule
     _check_command(spec, cfg, str(cfg.experiment), "eval")
     L.seed_everything(cfg.seed, workers=True)
@@ -260,6 +282,7 @@ def evaluate(experiment: str | None, overrides: Sequence[str] = ()) -> RunResult
             spec.after_eval(
                 RunContext(cfg, run_dir, trainer, module, datamodule, metrics, run.checkpoint)
             )
+        log_run_artifacts(trainer, run_dir)
         return RunResult(run_dir, metrics)
 
 
@@ -270,6 +293,7 @@ def inspect_data(experiment: str, overrides: Sequence[str] = ()) -> tuple[dict[s
     ``write_preview(folder)`` writes what a person looks at into a new ``<stamp>-data`` folder.
     """
     spec, cfg = resolve(experiment, overrides, command="data")
+    check_writable(output_folder(cfg))
     if spec.datamodule is not None:
         datamodule = spec.datamodule(cfg, None)
     else:
@@ -289,19 +313,48 @@ def inspect_data(experiment: str, overrides: Sequence[str] = ()) -> tuple[dict[s
     return summary, out_dir
 
 
+def _command_experiment(command: str, overrides: Sequence[str]) -> str:
+    """The experiment of a system command given without one: the checkpoint's (``ckpt=PATH``),
+    else an error saying what is missing (or that the command is unknown)."""
+    ckpt = _ckpt_override(overrides)
+    if ckpt is not None:
+        return str(suite_meta(load_checkpoint(ckpt, "ckpt"), Path(ckpt))["experiment"])
+    systems = [name for name in SYSTEMS if command in get_system(name).extra_commands]
+    if systems:
+        raise ConfigError(
+            f"'{command}' needs an EXPERIMENT of system {' or '.join(systems)} (see `python -m "
+            "experiments list`), or ckpt=PATH of a run to take it from"
+        )
+    commands = sorted({c for name in SYSTEMS for c in get_system(name).extra_commands})
+    raise ConfigError(
+        f"unknown command '{command}'; commands: demo, list, show, train, eval, data, and the "
+        f"systems' own ({', '.join(commands)}), each followed by an EXPERIMENT"
+    )
+
+
 def run_command(
-    command: str, experiment: str, overrides: Sequence[str], args: Sequence[str]
+    command: str, experiment: str | None, overrides: Sequence[str], args: Sequence[str]
 ) -> int:
     """Run a system's extra command (``derive``, ...); returns its exit code.
 
-    The command gets the experiment's composed config and validates what it uses (``derive``
-    rebuilds the checkpoint's run through the run loader, which validates that config)."""
+    ``experiment`` None: the one that wrote ``ckpt=PATH``. The command gets the experiment's
+    composed config and validates what it uses (``derive`` rebuilds the checkpoint's run
+    through the run loader, which validates that config)."""
+    if experiment is None:
+        experiment = _command_experiment(command, overrides)
+    # key=value words whose first part is no config key are the command's own options
+    # (e.g. sample's n=, out=): they go to the command with its other arguments
+    keys = {
+        f.name for f in dataclasses.fields(get_system(experiment_system(experiment)).config_cls)
+    }
+    args = [*(o for o in overrides if o.partition("=")[0].split(".")[0] not in keys), *args]
+    overrides = [o for o in overrides if o.partition("=")[0].split(".")[0] in keys]
     spec, cfg = compose_experiment(experiment, overrides, command=command)
     fn = spec.extra_commands.get(command)
     if fn is None:
         raise ConfigError(
-            f"experiment '{experiment}' (system '{cfg.system}') has no command '{command}'; it has: "
-            + ", ".join([*spec.commands, *spec.extra_commands])
+            f"experiment '{experiment}' (system '{cfg.system}') has no command '{command}'; "
+            "it has: " + ", ".join([*spec.commands, *spec.extra_commands])
         )
     try:
         return int(fn(cfg, list(args)) or 0)

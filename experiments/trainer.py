@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,15 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.strategies import DDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from experiments.callbacks import MetricsJSON, RNGState, SuiteMetadata
+from experiments.callbacks import MetricsJSON, NonFiniteLossStop, RNGState, SuiteMetadata
 from experiments.config import ConfigError, to_container, to_yaml
 from experiments.registry import SystemSpec
+from experiments.wandb_run import WandbSummaries
 from lightning_modules.callbacks import MediaLogger
 from lightning_modules.layer_sync import SyncBatchNormLayers
 
@@ -53,6 +56,25 @@ def env_rank() -> int:
     return 0
 
 
+def check_writable(folder: str | Path, key: str = "output_dir") -> None:
+    """ConfigError unless ``folder`` can be created and written to (checked before any work:
+    the nearest existing folder on its path must be a folder this process may write into)."""
+    folder = Path(folder).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: {existing} is a file, not a folder (on the way to {folder})")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        hint = "; give a folder you can write to: output_dir=PATH" if key == "output_dir" else ""
+        raise ConfigError(f"{key}: cannot write into {existing} (permission denied){hint}")
+
+
+def output_folder(cfg: DictConfig) -> Path:
+    """``<output_dir>/<experiment>``: where an experiment's run folders go."""
+    return Path(cfg.output_dir).resolve() / str(cfg.experiment)
+
+
 def make_run_dir(cfg: DictConfig, suffix: str = "") -> Path:
     """Create ``<output_dir>/<experiment>/<YYYYmmdd-HHMMSS[-n]><suffix>/``; never reuse one.
 
@@ -64,12 +86,9 @@ def make_run_dir(cfg: DictConfig, suffix: str = "") -> Path:
     if env_rank() > 0:
         if os.environ.get(RUN_DIR_ENV):
             return Path(os.environ[RUN_DIR_ENV])
-        return (
-            Path(cfg.output_dir).resolve()
-            / str(cfg.experiment)
-            / (time.strftime("%Y%m%d-%H%M%S") + suffix)
-        )
-    parent = Path(cfg.output_dir).resolve() / str(cfg.experiment)
+        return output_folder(cfg) / (time.strftime("%Y%m%d-%H%M%S") + suffix)
+    parent = output_folder(cfg)
+    check_writable(parent)
     parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
@@ -113,6 +132,21 @@ def resolve_wandb_mode(mode: str) -> str:
     return "online" if _has_wandb_key() else "offline"
 
 
+#: ``logger.wandb.log_model`` -> WandbLogger's ``log_model`` (true: the same as best)
+LOG_MODEL: dict[str, bool | str] = {"false": False, "true": True, "best": True, "all": "all"}
+
+
+def _say_offline(cfg: DictConfig, run_dir: Path) -> None:
+    """One line when ``auto`` fell back to offline because nobody is logged in."""
+    if str(cfg.logger.wandb.mode) == "auto" and not os.environ.get("WANDB_MODE"):
+        if env_rank() == 0:
+            print(
+                f"wandb: not logged in, logging offline to {run_dir}/wandb "
+                "(`wandb login` to log online; `wandb sync` uploads this run)",
+                file=sys.stderr,
+            )
+
+
 def _wandb_id(run_dir: Path) -> str:
     """A W&B run id kept in the run folder, so ``resume`` continues the same W&B run."""
     path = run_dir / ".wandb_id"
@@ -135,10 +169,17 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
         raise ConfigError(
             f"logger.wandb.mode resolved to '{mode}' (from WANDB_MODE); use online|offline|disabled"
         )
-    log_model: bool = bool(wcfg.log_model)
+    if mode == "offline":
+        _say_offline(cfg, run_dir)
+    log_model = LOG_MODEL.get(str(wcfg.log_model).lower())
+    if log_model is None:
+        raise ConfigError(
+            f"logger.wandb.log_model: '{wcfg.log_model}' is not one of false, best, all"
+        )
     if mode == "offline" and log_model:
         rank_zero_warn(
-            "logger.wandb.log_model=true needs online W&B; checkpoints are not uploaded offline"
+            f"logger.wandb.log_model={str(wcfg.log_model).lower()} needs online W&B; "
+            "checkpoints are not uploaded offline"
         )
         log_model = False
     loggers.append(
@@ -146,6 +187,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
             save_dir=str(run_dir),
             project=wcfg.project,
             entity=wcfg.entity,
+            group=wcfg.group,
+            job_type=wcfg.job_type,
             tags=list(wcfg.tags) or None,
             name=f"{cfg.experiment}/{run_dir.name}",
             id=_wandb_id(run_dir),
@@ -161,26 +204,46 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
 # --------------------------------------------------------------------------------------------
 
 
-# The DDP strategies whose reducer expects every parameter to get a gradient in each backward.
-PLAIN_DDP = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
-
-
 def trainer_kwargs(cfg: DictConfig, spec: SystemSpec | None = None) -> dict[str, Any]:
-    """``lightning.Trainer`` keyword arguments from ``cfg.trainer`` (same names), with what the
-    system needs: ``ddp`` -> ``ddp_find_unused_parameters_true`` for systems that leave
-    parameters without gradient, and a layer-sync plugin that keeps BatchNorm subclasses'
-    own forward (``lightning_modules/layer_sync.py``) for ``sync_batchnorm``."""
+    """``lightning.Trainer`` keyword arguments from ``cfg.trainer`` (same names), with a
+    layer-sync plugin that keeps BatchNorm subclasses' own forward
+    (``lightning_modules/layer_sync.py``) for ``sync_batchnorm``. What a system needs from DDP
+    is given to the strategy the Trainer resolves (:func:`fit_ddp_to_system`)."""
     kwargs = to_container(cfg.trainer)
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if kwargs[key] is None:
             kwargs.pop(key)  # Trainer's default (all batches)
     if kwargs["precision"] == "32":
         kwargs["precision"] = "32-true"
-    if spec is not None and spec.find_unused_parameters and kwargs["strategy"] in PLAIN_DDP:
-        kwargs["strategy"] = f"{kwargs['strategy']}_find_unused_parameters_true"
+    check_strategy(cfg, spec)
     if kwargs["sync_batchnorm"]:
         kwargs["plugins"] = [SyncBatchNormLayers()]
     return kwargs
+
+
+def check_strategy(cfg: DictConfig, spec: SystemSpec | None) -> None:
+    """A system whose backward leaves parameters without gradient cannot run a DDP strategy
+    that turns DDP's unused-parameter search off."""
+    strategy = str(cfg.trainer.strategy)
+    if spec is not None and spec.find_unused_parameters and strategy.endswith("_false"):
+        raise ConfigError(
+            f"trainer.strategy={strategy}: system '{spec.name}' leaves parameters without "
+            "gradient in each backward, which DDP allows only with unused-parameter search; "
+            f"use trainer.strategy={strategy.split('_find_unused')[0]}"
+        )
+
+
+def fit_ddp_to_system(strategy: Strategy, spec: SystemSpec | None) -> None:
+    """Give a DDP strategy what the system needs, however DDP was chosen: ``ddp``,
+    ``ddp_spawn``, ``ddp_fork``, a preset, or ``strategy=auto`` with several devices (which
+    Lightning turns into plain ``ddp``). A system whose backward leaves parameters without
+    gradient (``spec.find_unused_parameters``) gets DDP's unused-parameter search."""
+    if spec is None or not spec.find_unused_parameters or not isinstance(strategy, DDPStrategy):
+        return
+    # The keyword arguments Lightning passes to DistributedDataParallel when it wraps the
+    # module at fit time; the "*_find_unused_parameters_true" names fill in the same entry.
+    ddp_kwargs: dict[str, Any] = strategy._ddp_kwargs
+    ddp_kwargs["find_unused_parameters"] = True
 
 
 def check_manual_optimization(cfg: DictConfig, module: L.LightningModule) -> None:
@@ -228,10 +291,15 @@ def build_callbacks(
         SuiteMetadata(cfg, run_dir),
         RNGState(),
         MetricsJSON(run_dir),
+        NonFiniteLossStop(allow=bool(cfg.get("allow_nonfinite_loss", False))),
         MediaLogger(run_dir),
     ]
     if spec is not None and spec.callbacks is not None:
         callbacks += list(spec.callbacks(cfg))
+    summaries = [(monitor, "max" if c.mode == "max" else "min")] if monitor else []
+    if spec is not None and spec.summaries is not None:
+        summaries += list(spec.summaries(cfg))
+    callbacks.append(WandbSummaries(summaries))
     if checkpointing:
         best = ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -270,6 +338,7 @@ def build_trainer(
     spec: SystemSpec | None = None,
     *,
     checkpointing: bool = True,
+    extra_callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
     """The Trainer for ``cfg``: loggers, callbacks, ``default_root_dir=run_dir``.
 
@@ -288,13 +357,18 @@ def build_trainer(
             **kwargs,
             default_root_dir=str(run_dir),
             logger=loggers or False,
-            callbacks=build_callbacks(cfg, run_dir, real_logging, checkpointing, spec),
+            callbacks=[
+                *build_callbacks(cfg, run_dir, real_logging, checkpointing, spec),
+                *extra_callbacks,
+            ],
             enable_checkpointing=checkpointing,
         )
     except (MisconfigurationException, ValueError, ModuleNotFoundError) as e:
         # Trainer.__init__ only checks its arguments: an unknown strategy/accelerator name is a
         # ValueError, an accelerator whose package is missing (tpu) a ModuleNotFoundError.
-        raise ConfigError(f"invalid trainer settings: {str(e).splitlines()[0]}") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"invalid trainer settings: {first}") from e
+    fit_ddp_to_system(trainer.strategy, spec)
     hparams = to_container(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)

@@ -1,22 +1,21 @@
-"""Callbacks shared by every system: the media logger and an EMA of a module's weights.
+"""Callbacks shared by every system: the media logger.
 
 * :class:`MediaLogger` is the one way a module shows a person something: an image (an array, a
   tensor or a matplotlib figure), a video file (with its audio) or a table goes to the run folder
   and, when a W&B logger is attached, to W&B. Modules reach it through :func:`media_logger`,
   so none of them looks at the trainer's loggers itself.
-* :class:`EMA` keeps an exponential moving average of one submodule's parameters (and a copy of
-  its buffers), saved in and restored from checkpoints, so a resumed run's average is exactly
-  the uninterrupted run's.
 
-Both are plain Lightning callbacks and work without any logger (``fast_dev_run``).
+Averages of weights (the alphaGAN generator's EMA) use ``torch.optim.swa_utils.AveragedModel``
+inside the module, which saves and resumes them with its ``state_dict``.
+
+It is a plain Lightning callback and works without any logger (``fast_dev_run``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,10 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
-from torch import nn
 
-__all__ = ["EMA", "MediaLogger", "find_callback", "media_logger"]
+from lightning_modules.figures import save_figure
+
+__all__ = ["MediaLogger", "find_callback", "media_logger"]
 
 
 def find_callback(trainer: L.Trainer, cls: type) -> Any | None:
@@ -63,8 +63,7 @@ def _write_image(image: Any, path: Path) -> None:
     from matplotlib.figure import Figure
 
     if isinstance(image, Figure):
-        image.savefig(path, format="png")
-        image.clear()
+        save_figure(image, path)
         return
     from PIL import Image
 
@@ -196,119 +195,3 @@ def media_logger(trainer: L.Trainer) -> MediaLogger:
         found.setup(trainer, None, "fit")  # type: ignore[arg-type]
         trainer.callbacks.append(found)
     return found
-
-
-# --------------------------------------------------------------------------------------------
-# EMA
-# --------------------------------------------------------------------------------------------
-
-
-class EMA(Callback):
-    """Exponential moving average of ``pl_module.<attribute>``'s parameters.
-
-    ``avg <- decay * avg + (1 - decay) * param`` after every ``every_n_batches``-th training
-    batch (``every_n_batches=0``: only when the module calls :meth:`update`, e.g. after each
-    generator step of a GAN); buffers (BatchNorm statistics) are copied. The average lives in
-    float32 on the module's device, is saved in the callback's checkpoint state and restored
-    on resume. :meth:`averaged` swaps the average into the module for a ``with`` block
-    (sampling, evaluation), :meth:`copy` returns a separate module holding it.
-    """
-
-    def __init__(self, attribute: str, decay: float = 0.999, every_n_batches: int = 1) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        if every_n_batches < 0:
-            raise ValueError(f"every_n_batches must be >= 0, got {every_n_batches}")
-        self.attribute, self.decay, self.every_n_batches = attribute, float(decay), every_n_batches
-        self.shadow: dict[str, torch.Tensor] = {}
-        self.num_updates = 0
-        self._pending: dict[str, Any] | None = None
-
-    @property
-    def state_key(self) -> str:
-        return f"EMA[{self.attribute}]"
-
-    def target(self, pl_module: L.LightningModule) -> nn.Module:
-        module = pl_module
-        for part in self.attribute.split("."):
-            module = getattr(module, part)
-        return module
-
-    def _init_shadow(self, module: nn.Module) -> None:
-        self.shadow = {
-            name: t.detach().clone().float() if t.is_floating_point() else t.detach().clone()
-            for name, t in module.state_dict().items()
-        }
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        module = self.target(pl_module)
-        if self._pending is not None:  # restored from a checkpoint before the module was known
-            self.shadow = {
-                k: v.to(module.state_dict()[k].device) for k, v in self._pending["shadow"].items()
-            }
-            self.num_updates = int(self._pending["num_updates"])
-            self._pending = None
-        elif not self.shadow:
-            self._init_shadow(module)
-
-    @torch.no_grad()
-    def update(self, pl_module: L.LightningModule) -> None:
-        """One averaging step from the module's current weights."""
-        module = self.target(pl_module)
-        if not self.shadow:
-            self._init_shadow(module)
-        params = dict(module.named_parameters())
-        for name, value in module.state_dict().items():
-            avg = self.shadow[name]
-            if avg.device != value.device:
-                avg = self.shadow[name] = avg.to(value.device)
-            if name in params and value.is_floating_point():
-                avg.lerp_(value.float(), 1.0 - self.decay)
-            else:
-                avg.copy_(value)
-        self.num_updates += 1
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if self.every_n_batches and (batch_idx + 1) % self.every_n_batches == 0:
-            self.update(pl_module)
-
-    @contextlib.contextmanager
-    def averaged(self, pl_module: L.LightningModule) -> Iterator[nn.Module]:
-        """The tracked module with the averaged weights loaded, restored afterwards."""
-        module = self.target(pl_module)
-        if not self.shadow:
-            self._init_shadow(module)
-        saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        module.load_state_dict({k: v.to(saved[k].dtype) for k, v in self.shadow.items()})
-        try:
-            yield module
-        finally:
-            module.load_state_dict(saved)
-
-    def copy(self, pl_module: L.LightningModule) -> nn.Module:
-        """A deep copy of the tracked module holding the averaged weights."""
-        import copy
-
-        with self.averaged(pl_module) as module:
-            return copy.deepcopy(module)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "shadow": {k: v.detach().cpu() for k, v in self.shadow.items()},
-            "num_updates": self.num_updates,
-            "decay": self.decay,
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = {
-            "shadow": dict(state_dict["shadow"]),
-            "num_updates": state_dict["num_updates"],
-        }
-        self.shadow = {}

@@ -18,10 +18,12 @@ the sequences of its subjects whose sentence number is in its range (:mod:`face_
 Checks at :meth:`FaceDataModule.setup` (each a DataError naming the file or sequence): a
 template missing for a subject; a vertices file whose vertex count differs from its template;
 a WAV that is not audio, is cut inside its header or ends before its data chunk says; audio and
-vertices whose durations differ by more than ``length_tolerance`` frames. A wav without a
-vertices file is skipped with a warning naming it. An empty training split is an error naming
-the subjects and sentences it looked for; an empty validation split is a warning (no
-validation). Batches: :mod:`datamodules.face.dataset`.
+vertices whose durations differ by more than ``length_tolerance_s`` seconds (within it both
+are cut to the shorter, with a warning naming the sequence). A wav without a
+vertices file, or a vertices file without a wav, is skipped with a warning naming it; a listed
+subject without any sequence in a split is a warning naming it. An empty training split is an
+error naming the subjects and sentences it looked for; an empty validation split is a warning
+(no validation). Batches: :mod:`datamodules.face.dataset`.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class FaceDataOptions:
     batch_size: int = 1  # sequences per batch (the references train one at a time)
     num_workers: int = 0
     max_seconds: Optional[float] = None  # cut longer sequences (FaceFormer's mask: 600 frames)
-    length_tolerance: float = 1.0  # frames by which audio and vertex durations may differ
+    length_tolerance_s: float = 0.25  # audio and vertices may differ: both cut to the shorter
     lip_vertices: Optional[str] = None  # vertex-id file (.txt/.npy) of the LVE lip set
     upper_face_vertices: Optional[str] = None  # vertex-id file of the FDD upper-face set
     flame_masks: Optional[str] = None  # VOCA: FLAME_masks.pkl (default <root>/FLAME_masks.pkl)
@@ -98,7 +100,7 @@ class FaceDataModule(L.LightningDataModule):
         batch_size: int = _DEFAULTS.batch_size,
         num_workers: int = _DEFAULTS.num_workers,
         max_seconds: float | None = _DEFAULTS.max_seconds,
-        length_tolerance: float = _DEFAULTS.length_tolerance,
+        length_tolerance_s: float = _DEFAULTS.length_tolerance_s,
         lip_vertices: str | None = _DEFAULTS.lip_vertices,
         upper_face_vertices: str | None = _DEFAULTS.upper_face_vertices,
         flame_masks: str | None = _DEFAULTS.flame_masks,
@@ -110,8 +112,8 @@ class FaceDataModule(L.LightningDataModule):
             raise DataError(f"data.batch_size must be at least 1, got {batch_size}")
         if max_seconds is not None and max_seconds <= 0:
             raise DataError(f"data.max_seconds must be positive, got {max_seconds}")
-        if length_tolerance < 0:
-            raise DataError(f"data.length_tolerance must be >= 0, got {length_tolerance}")
+        if length_tolerance_s < 0:
+            raise DataError(f"data.length_tolerance_s must be >= 0, got {length_tolerance_s}")
         self.root = Path(root)
         given = {"train": train_subjects, "val": val_subjects, "test": test_subjects}
         ranges = {"train": train_sentences, "val": val_sentences, "test": test_sentences}
@@ -125,13 +127,13 @@ class FaceDataModule(L.LightningDataModule):
             self.subjects[split] = [str(s) for s in given[split]]
             self.sentences[split] = parse_sentences(ranges[split], f"{split}_sentences")
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.max_seconds, self.length_tolerance = max_seconds, length_tolerance
+        self.max_seconds, self.length_tolerance_s = max_seconds, length_tolerance_s
         self.region_files = {
             "lip": lip_vertices,
             "upper_face": upper_face_vertices,
             "flame_masks": flame_masks,
         }
-        self.folder = FaceFolder(self.root, self.protocol, length_tolerance, max_seconds)
+        self.folder = FaceFolder(self.root, self.protocol, length_tolerance_s, max_seconds)
         self._datasets: dict[str, FaceDataset] = {}
 
     @classmethod
@@ -161,7 +163,8 @@ class FaceDataModule(L.LightningDataModule):
 
     @property
     def skipped(self) -> list[str]:
-        """Warnings about sequences left out (a wav without vertices)."""
+        """Warnings about what was left out: a wav without vertices, vertices without a wav, a
+        listed subject without sequences."""
         return self.folder.skipped
 
     @property

@@ -24,7 +24,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.face.readers import load_vertices
+from datamodules.face.readers import SAMPLE_RATE, load_vertices
+
+
+def audio_frames(num_samples: int, fps: int) -> int:
+    """Motion frames that cover ``num_samples`` of 16 kHz audio: round(seconds x fps), halves
+    up, at least 1 (frame t covers [t, t + 1) / fps s). The model predicts this many frames
+    from audio alone, and a sequence's audio and vertices are cut to agree with it."""
+    return max(1, (2 * num_samples * fps + SAMPLE_RATE) // (2 * SAMPLE_RATE))
 
 
 @dataclass

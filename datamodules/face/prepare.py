@@ -15,8 +15,9 @@ for every indexed sequence, ``dst/wav/<subject>_<sentence>.wav`` at the stored s
 (22 kHz, the stored sample type) for every audio entry, and a copy of ``templates.pkl``. Optional
 extras found in ``src`` are copied too: ``transcripts.txt``, ``FLAME_masks.pkl`` and
 ``FLAME_sample.ply`` (to ``dst/templates/``). ``data_verts.npy`` is memory-mapped read-only
-(FaceFormer opens it ``r+``); nothing is ever written into ``src``. Everything is checked before
-the first file is written; a ``dst`` that is not empty is refused unless ``overwrite=true``.
+(FaceFormer opens it ``r+``) and read once in chunks to find NaN or infinite values; nothing is
+ever written into ``src``. Everything is checked before the first file is written; a ``dst``
+that is not empty is refused unless ``overwrite=true``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.errors import DataError
-from datamodules.face.readers import read_pickle
+from datamodules.face.readers import first_nonfinite, read_pickle
 
 RELEASE_FILES = ("data_verts.npy", "raw_audio_fixed.pkl", "templates.pkl", "subj_seq_to_idx.pkl")
 EXTRAS = {
@@ -119,6 +120,13 @@ def _audio_of(raw: Any, path: Path) -> dict[tuple[str, str], tuple[np.ndarray, i
                     f"{where}: expected non-empty 1-D int16 or float samples, got "
                     f"{audio.dtype} of shape {audio.shape}"
                 )
+            if np.issubdtype(audio.dtype, np.floating):
+                bad = np.argwhere(~np.isfinite(audio))
+                if len(bad):
+                    raise DataError(
+                        f"{where}: the audio holds a non-finite sample at index "
+                        f"{[int(i) for i in bad[0]]}; every sample must be a finite number"
+                    )
             rate = int(entry["sample_rate"])
             if rate <= 0:
                 raise DataError(f"{where}: sample_rate must be positive, got {rate}")
@@ -144,6 +152,12 @@ def prepare_vocaset(src: str | Path, dst: str | Path, overwrite: bool = False) -
         raise DataError(
             f"{src / 'data_verts.npy'}: expected a float (N, V, 3) array, got "
             f"{verts.dtype} {tuple(verts.shape)}"
+        )
+    bad = first_nonfinite(verts.reshape(len(verts), -1))
+    if bad is not None:
+        raise DataError(
+            f"{src / 'data_verts.npy'}: non-finite value at row {bad[0]}, vertex {bad[1] // 3}, "
+            f"coordinate {'xyz'[bad[1] % 3]}; every value must be a finite number"
         )
     rows = _frames_of(
         read_pickle(src / "subj_seq_to_idx.pkl", "subj_seq_to_idx.pkl"),

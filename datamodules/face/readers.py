@@ -115,9 +115,20 @@ def read_audio(path: Path, sample_rate: int = SAMPLE_RATE) -> tuple[np.ndarray, 
 
     info = read_wav_info(path)
     try:
-        audio, _ = librosa.load(str(path), sr=sample_rate, mono=True)
+        audio, rate = librosa.load(str(path), sr=None, mono=False)
     except Exception as err:  # soundfile/audioread errors name neither the file nor the cause
         raise DataError(f"{path}: cannot decode the audio ({type(err).__name__}: {err})") from None
+    if audio.ndim == 2:  # (channels, samples); librosa's to_mono refuses NaN, so averaged here
+        audio = audio.mean(axis=0)
+    bad = np.flatnonzero(~np.isfinite(audio))
+    if bad.size:  # a float WAV can hold NaN or inf
+        raise DataError(
+            f"{path}: the audio holds a non-finite sample ({float(audio[bad[0]])}) at "
+            f"{bad[0] / rate:.3f} s (sample {int(bad[0])} at the file's {rate} Hz); every "
+            "sample must be a finite number"
+        )
+    if rate != sample_rate:  # what librosa.load(sr=sample_rate) does, after the check above
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate)
     return np.ascontiguousarray(audio, dtype=np.float32), info
 
 
@@ -136,6 +147,12 @@ def open_vertices(path: Path, values_per_frame: int | None = None) -> np.ndarray
         raise DataError(f"{path}: not a readable .npy vertices file ({err})") from None
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
         raise DataError(f"{path}: expected a numeric (T, V*3) array, got {_describe(array)}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(
+            f"{path}: the vertices are {array.dtype} integers; they must be floats in the data "
+            "set's unit (VOCASET and BIWI store metres; integer millimetres would be read as "
+            "metres): save them as float32, e.g. (array / 1000).astype('float32') for mm"
+        )
     if array.ndim == 3 and array.shape[2] == 3:
         array = array.reshape(array.shape[0], -1)
     if array.ndim != 2 or array.shape[1] % 3:
@@ -149,6 +166,33 @@ def open_vertices(path: Path, values_per_frame: int | None = None) -> np.ndarray
             f"templates.pkl has {values_per_frame // 3}"
         )
     return array
+
+
+def first_nonfinite(array: np.ndarray, chunk_bytes: int = 1 << 26) -> tuple[int, ...] | None:
+    """The index of the first NaN or infinite value of a float ``array`` (read in chunks of
+    rows, so a memory-mapped file is never loaded whole), or None if every value is finite."""
+    if array.ndim == 0:
+        return None if np.isfinite(array) else ()
+    rows = max(1, chunk_bytes // max(1, array[:1].nbytes))
+    for start in range(0, len(array), rows):
+        bad = np.argwhere(~np.isfinite(array[start : start + rows]))
+        if len(bad):
+            index = tuple(int(i) for i in bad[0])
+            return (index[0] + start, *index[1:])
+    return None
+
+
+def check_vertices_finite(array: np.ndarray, path: Path) -> None:
+    """:func:`check_finite` for a (T, V*3) vertices array, naming the frame and vertex."""
+    index = first_nonfinite(array)
+    if index is not None:
+        frame, column = index
+        raise DataError(
+            f"{path}: non-finite vertex value ({float(array[frame, column])}) at frame "
+            f"{frame}, vertex {column // 3}, coordinate {'xyz'[column % 3]} (index "
+            f"[{frame}, {column}] of the (frames, vertices*3) array); every value must be a "
+            "finite number"
+        )
 
 
 def load_vertices(path: Path, step: int = 1, frames: int | None = None) -> np.ndarray:
@@ -187,9 +231,22 @@ def read_templates(path: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for subject, mesh in templates.items():
         try:
-            flat = np.asarray(mesh, dtype=np.float32).reshape(-1)
+            array = np.asarray(mesh)
+            flat = array.astype(np.float32).reshape(-1)
         except (TypeError, ValueError):
             raise DataError(f"{path}: the template of {subject!r} is not a numeric mesh") from None
+        if not np.issubdtype(array.dtype, np.floating):
+            raise DataError(
+                f"{path}: the template of {subject!r} is {array.dtype}, not floats in the data "
+                "set's unit (VOCASET and BIWI store metres)"
+            )
+        bad = np.flatnonzero(~np.isfinite(array.reshape(-1)))
+        if bad.size:
+            raise DataError(
+                f"{path}: the template of {subject!r} holds a non-finite value "
+                f"({float(array.reshape(-1)[bad[0]])}) at vertex {bad[0] // 3}, coordinate "
+                f"{'xyz'[bad[0] % 3]}; every value must be a finite number"
+            )
         if flat.size == 0 or flat.size % 3:
             raise DataError(
                 f"{path}: the template of {subject!r} has {flat.size} values, not a multiple of 3"
@@ -210,6 +267,8 @@ def read_index_list(path: Path, num_vertices: int, what: str) -> np.ndarray:
     """Vertex ids from a ``.txt`` (comma- or space-separated, CodeTalker's ``regions/*.txt``)
     or a ``.npy`` file, checked against the mesh's ``num_vertices``."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: this is a folder, not the {what} vertex list (.txt or .npy)")
     if not path.is_file():
         raise DataError(f"{path}: the {what} vertex list is not there")
     if path.suffix == ".npy":

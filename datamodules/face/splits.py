@@ -2,7 +2,7 @@
 
 These are the defaults of :class:`datamodules.face.datamodule.FaceDataModule`; each is a config key
 (``data.train_subjects``, ``data.train_sentences``, ...), so a subset or another split is a
-command-line override. Sources (see the DualTalker reference sheet, section 8):
+command-line override. Sources (docs/dualtalker.md, "Data: VOCASET and BIWI"):
 
 - VOCASET (FaceFormer / CodeTalker / VOCA): 8 training subjects with sentences 1-40, 2
   validation and 2 test subjects (unseen speakers) with sentences 21-40. The files store 60

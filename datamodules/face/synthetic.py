@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.errors import check_not_a_file
 from datamodules.face.speech import frame_windows, mouth_opening, sentence, speak
 
 VOCA_SUBJECTS = {
@@ -367,6 +368,7 @@ def ensure_synthetic_voca(
     is returned as it is (a non-empty ``root`` without it is refused, never overwritten)."""
     from datamodules.face.prepare import prepare_vocaset
 
+    check_not_a_file(root, "the generated data set (written there when missing)")
     root = Path(root)
     if not _is_face_folder(root):
         root.parent.mkdir(parents=True, exist_ok=True)
@@ -384,6 +386,7 @@ def ensure_synthetic_biwi(
     engine: str = "auto",
 ) -> Path:
     """The synthetic BIWI set in ``root``, written unless ``root`` already holds the layout."""
+    check_not_a_file(root, "the generated data set (written there when missing)")
     root = Path(root)
     if not _is_face_folder(root):
         write_synthetic_biwi(root, subjects, sentences, seed, engine)

@@ -6,15 +6,18 @@ Batches are ``(images, labels)``: float32 ``(B, 3, H, W)`` normalised as chosen,
 the reference's ``transforms.Resize``) and kept as one uint8 tensor, so a batch costs a
 gather and a multiply-add.
 
-``split="search"`` is the reference's search split (alphaGAN §2.6): the labelled train split
+``split="search"`` is the reference's search split (docs/alphagan.md): the labelled train split
 cut **by index**, the first half for the weights (:meth:`ImageDataModule.train_dataloader`,
 "train") and the second half for the worst-case and α phases
 (:meth:`ImageDataModule.arch_dataloader`, "val"): 25,000 / 25,000 on CIFAR-10, 2,500 / 2,500
 on STL-10's labelled train split. ``split="train"`` is the whole train split for retraining
-(STL-10: train + unlabeled, 105,000 images). There is no augmentation.
+(STL-10: train + unlabeled, 105,000 images). There is no augmentation. :meth:`setup` also
+reads the official test split (the held-out images the search compares its samples with), so a
+damaged test file stops a run before it starts, and ``python -m experiments data`` checks it. A
+part smaller than one batch is read and summarised (with a warning); only its loaders refuse it.
 
 ``normalize="gan"`` maps pixels to [-1, 1] ((x - 0.5) / 0.5, the generator's tanh range);
-``"cifar_stats"`` uses the CIFAR-10 mean and std, as the reference's search does (§2.7; real
+``"cifar_stats"`` uses the CIFAR-10 mean and std, as the reference's search does (a quirk: real
 images then lie in about [-2.0, 2.1]).
 
 The datamodule shards itself across ranks from ``self.trainer`` (the Trainer runs with
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +50,7 @@ from datamodules.images.readers import ImageArrays, read_split
 
 log = logging.getLogger(__name__)
 
-CIFAR_MEAN = (0.491, 0.482, 0.447)  # the reference's search normalisation (§2.7)
+CIFAR_MEAN = (0.491, 0.482, 0.447)  # the reference's search normalisation (docs/alphagan.md)
 CIFAR_STD = (0.247, 0.243, 0.262)
 NORMALIZATIONS = {"gan": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), "cifar_stats": (CIFAR_MEAN, CIFAR_STD)}
 NATIVE_SIZE = {"cifar10": 32, "stl10": 96}
@@ -170,24 +174,46 @@ class ImageDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ setup
 
     def setup(self, stage: str | None = None) -> None:
-        """Read the train split and cut it as ``split`` says; safe to call repeatedly."""
+        """Read the train split and cut it as ``split`` says, and read the test split (the
+        held-out images a run compares its samples with), so every file a run reads is
+        checked before it starts; safe to call repeatedly."""
         if "train" in self._datasets:
             return
         source = "train+unlabeled" if self.split == "train" and self.dataset == "stl10" else "train"
         arrays = self._read(source)
         if self.split == "train":
             self._datasets["train"] = self._make(arrays.images, arrays.labels)
-            return
-        n = len(arrays.images)
-        half = n // 2
-        if half < self.batch_size:
-            raise DataError(
-                f"{arrays.folder}: the search split cuts the {n} training images into halves of "
-                f"{half} and {n - half}, fewer than data.batch_size={self.batch_size}: use more "
-                "images or a smaller data.batch_size"
+        else:
+            half = len(arrays.images) // 2
+            self._datasets["train"] = self._make(arrays.images[:half], arrays.labels[:half])
+            self._datasets["val"] = self._make(arrays.images[half:], arrays.labels[half:])
+        test = self._read("test")
+        self._datasets["test"] = self._make(test.images, test.labels)
+
+    def too_small(self) -> str | None:
+        """Why training would refuse the loaded split (a part with fewer images than one
+        batch: every epoch would be empty), or None."""
+        parts = [name for name in ("train", "val") if name in self._datasets]
+        sizes = [len(self._datasets[name]) for name in parts]
+        if min(sizes) >= self.batch_size:
+            return None
+        folder = next(iter(self._arrays.values())).folder
+        if self.split == "train":
+            what = f"the {sizes[0]} training images are"
+        else:
+            what = (
+                f"the search split cuts the {sum(sizes)} training images into halves of "
+                f"{' and '.join(map(str, sizes))},"
             )
-        self._datasets["train"] = self._make(arrays.images[:half], arrays.labels[:half])
-        self._datasets["val"] = self._make(arrays.images[half:], arrays.labels[half:])
+        return (
+            f"{folder}: {what} fewer than data.batch_size={self.batch_size}: use more images or "
+            "a smaller data.batch_size"
+        )
+
+    def _check_size(self) -> None:
+        problem = self.too_small()
+        if problem is not None:
+            raise DataError(problem)
 
     def _read(self, split: str) -> ImageArrays:
         if split not in self._arrays:
@@ -244,8 +270,11 @@ class ImageDataModule(L.LightningDataModule):
         return self._loader(dataset, sampler=sampler, drop_last=True)
 
     def train_dataloader(self) -> DataLoader:
-        """The weights' batches (search: the first half), reshuffled every epoch; this rank's."""
-        return self._shuffled(self._loaded("train"), self.seed)
+        """The weights' batches (search: the first half), reshuffled every epoch; this rank's.
+        A DataError when a part is smaller than one batch (:meth:`too_small`)."""
+        dataset = self._loaded("train")
+        self._check_size()
+        return self._shuffled(dataset, self.seed)
 
     def arch_dataloader(self) -> DataLoader:
         """The worst-case and α batches (the second half); call ``.sampler.set_epoch(epoch)``
@@ -255,15 +284,14 @@ class ImageDataModule(L.LightningDataModule):
             raise RuntimeError("arch_dataloader() needs split='search'")
         shard = self._rank_and_world_size()
         if self._arch_loader is None or self._arch_loader[0] != shard:
-            self._arch_loader = (shard, self._shuffled(self._loaded("val"), self.seed + 1))
+            dataset = self._loaded("val")
+            self._check_size()
+            self._arch_loader = (shard, self._shuffled(dataset, self.seed + 1))
         return self._arch_loader[1]
 
     def test_dataloader(self) -> DataLoader:
         """Held-out real images (the official test split) in order; rank r gets ``r::world``."""
-        if "test" not in self._datasets:
-            arrays = self._read("test")
-            self._datasets["test"] = self._make(arrays.images, arrays.labels)
-        dataset = self._datasets["test"]
+        dataset = self._loaded("test")
         rank, world_size = self._rank_and_world_size()
         mine = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
         return self._loader(mine, shuffle=False)
@@ -275,20 +303,25 @@ class ImageDataModule(L.LightningDataModule):
         return [name for name in ("train", "val") if name in self._datasets]
 
     def data_summary(self) -> dict[str, Any]:
-        """``{"splits": {"train"/"val": {"size", "labels": {class name: count}}}, "info"}``;
-        unlabelled STL-10 images count under ``"unlabeled"``."""
+        """``{"splits": {"train"/"val"/"test": {"size", "labels": {class name: count}}},
+        "info"}``; unlabelled STL-10 images count under ``"unlabeled"``. A part smaller than
+        one batch is shown too, with a warning that training would refuse it."""
         splits: dict[str, Any] = {}
         start = 0
         indices: dict[str, list[int]] = {}
-        for name in self._splits():
+        for name in [*self._splits(), "test"]:
             dataset = self._datasets[name]
             counts = Counter(dataset.labels.tolist())
             labels = {cls: counts.get(i, 0) for i, cls in enumerate(self.class_names)}
             if counts.get(-1):
                 labels["unlabeled"] = counts[-1]
             splits[name] = {"size": len(dataset), "labels": labels}
-            indices[name] = [start, start + len(dataset)]
-            start += len(dataset)
+            if name != "test":
+                indices[name] = [start, start + len(dataset)]
+                start += len(dataset)
+        problem = self.too_small()
+        if problem is not None:
+            warnings.warn(f"training would refuse this data: {problem}", stacklevel=2)
         arrays = next(iter(self._arrays.values()))
         world_size = self._rank_and_world_size()[1]
         low, high = -self.mean / self.std, (1 - self.mean) / self.std
@@ -307,9 +340,12 @@ class ImageDataModule(L.LightningDataModule):
             "value_range": [round(float(low.min()), 4), round(float(high.max()), 4)],
             "batch_size": self.batch_size,
             "batches_per_epoch": {
-                name: len(self._datasets[name]) // world_size // self.batch_size for name in splits
+                name: len(self._datasets[name]) // world_size // self.batch_size
+                for name in self._splits()
             },
         }
+        if problem is not None:
+            info["warning"] = f"training would refuse this data: {problem}"
         return {"splits": splits, "info": info}
 
     def write_preview(self, out_dir: Path, per_class: int = 8) -> list[Path]:

@@ -26,7 +26,7 @@ import torch
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
-from datamodules.errors import DataError
+from datamodules.errors import DataError, check_not_a_file
 
 STL_IMAGE_BYTES = 3 * 96 * 96
 
@@ -278,6 +278,7 @@ def read_split(dataset: str, root: str | Path, split: str, download: bool = Fals
     """Read ``split`` of ``dataset`` ("cifar10": train | test; "stl10": train | test |
     unlabeled | train+unlabeled) from ``root`` into uint8 tensors at the native size."""
     fmt = CIFAR10_FORMAT if dataset == "cifar10" else STL10_FORMAT
+    check_not_a_file(root, f"{fmt.base_folder}/ (or its files: {fmt.contents})")
     holding, base = resolve_root(root, fmt)
     folder = holding / base
     if dataset == "cifar10":

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datamodules.errors import check_not_a_file
+
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -165,6 +167,7 @@ def write_synthetic_cifar10(
     rng = np.random.default_rng(seed)
     train_labels, test_labels = _balanced_labels(n_train, rng), _balanced_labels(n_test, rng)
     train, test = draw_images(train_labels, 32, rng), draw_images(test_labels, 32, rng)
+    check_not_a_file(root, "the generated data set (written there when missing)")
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     batches = [(f"data_batch_{i + 1}", f"training batch {i + 1} of 5") for i in range(5)]
@@ -205,6 +208,7 @@ def write_synthetic_stl10(
     train_labels, test_labels = _balanced_labels(n_train, rng), _balanced_labels(n_test, rng)
     train, test = draw_images(train_labels, 96, rng), draw_images(test_labels, 96, rng)
     unlabeled = draw_images(rng.integers(0, 10, n_unlabeled), 96, rng)
+    check_not_a_file(root, "the generated data set (written there when missing)")
     folder = Path(root) / "stl10_binary"
     folder.mkdir(parents=True, exist_ok=True)
     for name, images in (("train", train), ("test", test), ("unlabeled", unlabeled)):

@@ -126,10 +126,11 @@ class GlueDataModule(TextDataInspection, L.LightningDataModule):
             ("batch_size", opts.batch_size),
             ("max_length", opts.max_length),
             ("min_count", opts.min_count),
-            ("embed_dim", embed_dim),
         ):
             if value < 1:
                 raise DataError(f"data.{name} must be at least 1, got {value}")
+        if embed_dim < 1:  # the model's key (model.embed_dim / supernet.embed_dim), not data's
+            raise DataError(f"the embedding size (embed_dim) must be at least 1, got {embed_dim}")
         if opts.eval_batch_size is not None and opts.eval_batch_size < 1:
             raise DataError(f"data.eval_batch_size must be at least 1, got {opts.eval_batch_size}")
         for name in GlueDataOptions.__dataclass_fields__:

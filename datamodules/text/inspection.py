@@ -1,8 +1,8 @@
 """What ``python -m experiments data`` reports for a text task: split sizes, label counts,
 token statistics, and a preview of examples decoded from the ids the model gets.
 
-:class:`TextDataInspection` is mixed into :class:`~datamodules.text.datamodule.GlueDataModule`; it reads
-the datamodule's loaded splits (``_examples``, ``_dataset``), its task spec and vocabulary.
+:class:`TextDataInspection` is mixed into :class:`~datamodules.text.datamodule.GlueDataModule`;
+it reads the datamodule's loaded splits (``_examples``, ``_dataset``), its task spec and vocabulary.
 """
 
 from __future__ import annotations

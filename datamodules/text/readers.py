@@ -5,7 +5,7 @@ literal text and a row is a line split on tabs. UTF-8 with or without a BOM, LF 
 ends. Rows with the wrong number of columns are errors (``file:line: expected N columns, found
 M``), except for QQP, whose malformed rows are skipped like the reference readers do.
 
-Trees follow NNI's TextNAS ``dataloader.py`` (reference sheet section 3.1): a node's text is
+Trees follow NNI's TextNAS ``dataloader.py`` (docs/textnas.md, "Data"): a node's text is
 its leaves joined by spaces, ``{``/``}`` become ``-LCB-``/``-RCB-``, no lowercasing, and a leaf
 written with a space (``(2 8 1\\/2)``) keeps only the part after the last space.
 """
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.errors import DataError
-from datamodules.text.tasks import TaskSpec
+from datamodules.errors import DataError, check_not_a_file
+from datamodules.text.tasks import TASKS, TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def split_path(spec: TaskSpec, root: str | Path, split: str) -> Path:
         )
     name = spec.files[split]
     base = Path(root).expanduser()
+    check_not_a_file(root, f"the {spec.directory} files ({', '.join(spec.files.values())})")
     candidates = (base / name, base / spec.directory / name)
     for path in candidates:
         if path.is_file():
@@ -171,7 +172,15 @@ def read_tsv(
 def _check_header(
     path: Path, spec: TaskSpec, header: list[str], labelled: bool, text_columns: tuple[int, ...]
 ) -> None:
-    """Fail early on a header that cannot hold the task's columns or that looks like data."""
+    """Fail early on a header that cannot hold the task's columns, has another task's column
+    count, or looks like data."""
+    counts = spec.columns if labelled else spec.test_columns
+    if counts and len(header) not in counts:
+        raise DataError(
+            f"{path}:1: these files have {len(header)} columns ({', '.join(header)}), but "
+            f"task {spec.name!r} {'test ' if not labelled else ''}files have "
+            f"{' or '.join(map(str, counts))}: is this another task?{_tasks_with(header, labelled)}"
+        )
     needed = max(text_columns) + 1
     if labelled and spec.label_column >= 0:
         needed = max(needed, spec.label_column + 1)
@@ -185,6 +194,16 @@ def _check_header(
             f"{path}:1: the first line looks like data, not the header {spec.name!r} files "
             "start with: restore the header line"
         )
+
+
+def _tasks_with(header: list[str], labelled: bool) -> str:
+    """`` (tasks with N columns: ...; set data.task)`` for a header of N columns, or ``""``."""
+    names = [
+        t.name for t in TASKS.values() if len(header) in (t.columns if labelled else t.test_columns)
+    ]
+    if not names:
+        return ""
+    return f" (tasks whose files have {len(header)} columns: {', '.join(names)}; set data.task)"
 
 
 def _parse_label(path: Path, number: int, spec: TaskSpec, text: str) -> int | float:

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from datamodules.errors import check_not_a_file
+
 # ---------------------------------------------------------------------------------------------
 # Lexicon
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +372,7 @@ def ensure_synthetic_sst(root: str | Path, **kwargs: int) -> Path:
     Existing files are kept as they are, whatever settings they were written with.
     """
     out = Path(root)
+    check_not_a_file(root, "the generated corpus (written there when missing)")
     if all((out / name).is_file() for name in SPLIT_FILES):
         return out
     return write_synthetic_sst(out, **kwargs)

@@ -55,6 +55,9 @@ class TaskSpec:
         tree_label_map: for tree tasks, SST label 0-4 -> class id, ``None`` = drop the phrase.
         skip_malformed_rows: skip rows with a wrong column count instead of failing (QQP, as
             the reference readers do: its malformed rows are questions broken across lines).
+        columns: the column counts a headered train/dev file of the task has (MNLI: train 12,
+            dev 16); another count means another task's file. Empty: not checked.
+        test_columns: the same for the task's test files.
     """
 
     name: str
@@ -77,6 +80,8 @@ class TaskSpec:
     tokenizer: str = "regex"
     tree_label_map: Mapping[int, int | None] = field(default_factory=lambda: MappingProxyType({}))
     skip_malformed_rows: bool = False
+    columns: tuple[int, ...] = ()
+    test_columns: tuple[int, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -160,6 +165,7 @@ def _trees(name: str, binary: bool) -> TaskSpec:
 
 _NLI = ("entailment", "not_entailment")
 _MNLI = ("entailment", "neutral", "contradiction")
+_INDEXED_PAIR: dict[str, Any] = {"columns": (4,), "test_columns": (3,)}  # index, 2 texts, label
 
 TASKS: dict[str, TaskSpec] = {
     "sst2": _glue(
@@ -172,6 +178,8 @@ TASKS: dict[str, TaskSpec] = {
         (1,),
         label_column=1,
         tokenizer="whitespace",
+        columns=(2,),
+        test_columns=(2,),
     ),
     "cola": _glue(
         "cola",
@@ -184,6 +192,7 @@ TASKS: dict[str, TaskSpec] = {
         label_column=1,
         has_header=False,
         num_columns=4,
+        test_columns=(2,),
     ),
     "mrpc": _glue(
         "mrpc",
@@ -194,6 +203,8 @@ TASKS: dict[str, TaskSpec] = {
         (3, 4),
         (3, 4),
         label_column=0,
+        columns=(5,),
+        test_columns=(5,),
     ),
     "qqp": _glue(
         "qqp",
@@ -205,6 +216,8 @@ TASKS: dict[str, TaskSpec] = {
         (1, 2),
         label_column=5,
         skip_malformed_rows=True,
+        columns=(6,),
+        test_columns=(3,),
     ),
     "stsb": _glue(
         "stsb",
@@ -215,6 +228,8 @@ TASKS: dict[str, TaskSpec] = {
         (7, 8),
         (7, 8),
         regression=True,
+        columns=(10,),
+        test_columns=(9,),
     ),
     "mnli": _glue(
         "mnli",
@@ -233,9 +248,11 @@ TASKS: dict[str, TaskSpec] = {
         ),
         val_splits=("dev_matched", "dev_mismatched"),
         test_splits=("test_matched", "test_mismatched"),
+        columns=(12, 16),
+        test_columns=(10,),
     ),
-    "qnli": _glue("qnli", "QNLI", _NLI, _NLI, ("accuracy",), (1, 2), (1, 2)),
-    "rte": _glue("rte", "RTE", _NLI, _NLI, ("accuracy",), (1, 2), (1, 2)),
+    "qnli": _glue("qnli", "QNLI", _NLI, _NLI, ("accuracy",), (1, 2), (1, 2), **_INDEXED_PAIR),
+    "rte": _glue("rte", "RTE", _NLI, _NLI, ("accuracy",), (1, 2), (1, 2), **_INDEXED_PAIR),
     "wnli": _glue(
         "wnli",
         "WNLI",
@@ -244,6 +261,7 @@ TASKS: dict[str, TaskSpec] = {
         ("accuracy",),
         (1, 2),
         (1, 2),
+        **_INDEXED_PAIR,
     ),
     "sst5": _trees("sst5", binary=False),
     "sst2_trees": _trees("sst2_trees", binary=True),

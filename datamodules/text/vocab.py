@@ -123,6 +123,11 @@ def load_glove(path: str | Path, vocab: Vocabulary, dim: int = 300, seed: int = 
     such line (their token cannot equal a vocabulary token, which were all read as UTF-8).
     """
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(
+            f"data.glove={path}: this is a folder, not a file; set data.glove to the GloVe .txt "
+            f"file ({GLOVE_FILE} unzipped)"
+        )
     if not path.is_file():
         raise DataError(
             f"GloVe file {path.resolve()} not found: download {GLOVE_FILE} from {GLOVE_URL}, "
@@ -158,6 +163,13 @@ def load_glove(path: str | Path, vocab: Vocabulary, dim: int = 300, seed: int = 
                 vector = np.asarray(parts[1:], dtype=np.float32)
             except ValueError:
                 raise DataError(f"{path}:{number}: the values are not all numbers") from None
+            bad = np.flatnonzero(~np.isfinite(vector))
+            if bad.size:
+                raise DataError(
+                    f"{path}:{number}: the vector of {token!r} holds a non-finite value "
+                    f"({parts[1 + bad[0]]!r}) at index {int(bad[0])}; every value must be a "
+                    "finite number"
+                )
             weights[vocab.index(token)] = torch.from_numpy(vector)
             missing.discard(token)
             found += 1

@@ -1,4 +1,4 @@
-"""AutoGAN's discriminator, fixed in alphaGAN's search and retraining (reference sheet §1.6).
+"""AutoGAN's discriminator, fixed in alphaGAN's search and retraining (docs/alphagan.md).
 
 ``OptimizedDisBlock(3 -> w, down) -> DisBlock(down) -> DisBlock -> DisBlock -> ReLU ->
 global sum pooling -> Linear(w -> 1, no bias)``, spectral norm on every convolution and on

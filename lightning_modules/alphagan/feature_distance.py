@@ -1,11 +1,10 @@
-"""A stand-in feature distance between generated and held-out real images.
+"""The Fréchet distance between a generator's samples and real images, on any extractor.
 
-The Fréchet distance of torchmetrics' ``FrechetInceptionDistance`` computed on the features of
-a *frozen, seeded, random* convolutional network instead of Inception (no weights to download;
-lightning.md §10). Random conv features respond to colour, edges and texture statistics, so the
-distance falls as G's samples come to look like the real images, which is what a person watching
-a search on small or generated data wants to see. The numbers are **not** comparable to
-published FID: it is logged as ``search/feature_distance``, never as FID.
+One code path for every FID of the suite: :class:`~.scoring.FrechetDistance` on the features of
+an extractor from :func:`~.scoring.build_extractor`. The search logs it with the seeded random
+conv stand-in (no weights to download) as ``search/fid_standin``: it falls as G's samples come
+to look like the real images, which is what a person watching a search on small or generated
+data wants to see, and it is **not** comparable to published FID (``docs/alphagan.md``).
 """
 
 from __future__ import annotations
@@ -15,79 +14,62 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
+
+from .scoring import FrechetDistance, FrozenExtractor, StandinExtractor, to_uint8
+from .scoring.real_stats import feature_moments
 
 
-class RandomFeatures(nn.Module):
-    """Frozen random features of images in [0, 1]: three 3x3 convs with ReLU (strides 1, 2, 2),
-    then the channel means and standard deviations over space (``2 * width`` features)."""
+def metric_key(prefix: str, extractor: FrozenExtractor) -> str:
+    """``{prefix}/fid`` for Inception, ``{prefix}/fid_standin`` for anything not comparable."""
+    return f"{prefix}/fid" if extractor.comparable else f"{prefix}/fid_standin"
 
-    def __init__(self, width: int = 16, seed: int = 0) -> None:
+
+class GeneratorDistance(nn.Module):
+    """The Fréchet distance of ``generator``'s samples to real images, on ``extractor``
+    (the stand-in by default); the real statistics are computed on first use and kept."""
+
+    def __init__(self, extractor: FrozenExtractor | None = None) -> None:
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        layers: list[nn.Module] = []
-        channels = 3
-        for stride in (1, 2, 2):
-            conv = nn.Conv2d(channels, width, 3, stride=stride, padding=1)
-            with torch.no_grad():
-                conv.weight.copy_(
-                    torch.randn(conv.weight.shape, generator=g) * (2.0 / (9 * channels)) ** 0.5
-                )
-                conv.bias.zero_()
-            layers += [conv, nn.ReLU()]
-            channels = width
-        self.net = nn.Sequential(*layers)
-        self.num_features = 2 * width
-        self.requires_grad_(False)
+        self.extractor = extractor if extractor is not None else StandinExtractor()
+        self.real: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.net(x.float() * 2.0 - 1.0).flatten(2)
-        return torch.cat([h.mean(-1), h.std(-1, correction=0)], dim=1)
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        """Nothing to load: checkpoints written before the scoring package hold the stand-in's
+        weights under this prefix (``feature_distance.inception.*``); they are regenerated
+        from its seed, so they are skipped rather than reported as unexpected."""
 
+    @torch.no_grad()
+    def forward(
+        self,
+        generator: nn.Module,
+        real_batches: Iterable[Any],
+        to01: Callable[[torch.Tensor], torch.Tensor],
+        z: Callable[[int], torch.Tensor],
+        num_samples: int,
+        chunk: int = 256,
+    ) -> torch.Tensor:
+        """The distance between ``num_samples`` samples of ``generator`` (eval mode, latent
+        vectors from ``z(n)``) and the images of ``real_batches`` (``(images, ...)`` batches,
+        read once). ``to01`` maps both to [0, 1]; they are then converted to uint8 as the
+        papers' protocol does (:func:`~.scoring.to_uint8`). Under DDP each rank passes its
+        share of both sides; the statistics are summed over ranks."""
 
-class FeatureDistance(FrechetInceptionDistance):
-    """Fréchet distance on :class:`RandomFeatures`; real statistics kept across ``reset()``.
+        def uint8(images: torch.Tensor) -> torch.Tensor:
+            return to_uint8(to01(images.float()) * 2.0 - 1.0)
 
-    ``update(images, real)`` takes float images in [0, 1] (N, 3, H, W)."""
-
-    def __init__(self, width: int = 16, seed: int = 0, **kwargs) -> None:
-        super().__init__(
-            feature=RandomFeatures(width, seed), reset_real_features=False, normalize=True, **kwargs
-        )
-
-    @property
-    def has_real(self) -> bool:
-        return int(self.real_features_num_samples) > 0
-
-
-@torch.no_grad()
-def generator_distance(
-    metric: FeatureDistance,
-    generator: nn.Module,
-    real_batches: Iterable[Any],
-    to01: Callable[[torch.Tensor], torch.Tensor],
-    z: Callable[[int], torch.Tensor],
-    num_samples: int,
-    chunk: int = 256,
-) -> torch.Tensor:
-    """:class:`FeatureDistance` between ``num_samples`` samples of ``generator`` (eval mode,
-    latent vectors from ``z(n)``) and the real images of ``real_batches`` (``(images, ...)``
-    batches, read once: the metric keeps their statistics). ``to01`` maps both to [0, 1]."""
-    device = next(generator.parameters()).device
-    if not metric.has_real:
-        for batch in real_batches:
-            images = batch[0] if isinstance(batch, (list, tuple)) else batch
-            metric.update(to01(images.to(device)), real=True)
-    was_training = generator.training
-    generator.eval()
-    try:
-        todo = num_samples
-        while todo > 0:
-            n = min(todo, chunk)
-            metric.update(to01(generator(z(n)).float()), real=False)
-            todo -= n
-    finally:
-        generator.train(was_training)
-    value = metric.compute()
-    metric.reset()
-    return value
+        if self.real is None:
+            images = (b[0] if isinstance(b, (list, tuple)) else b for b in real_batches)
+            self.real = feature_moments(self.extractor, (uint8(x) for x in images))
+        metric = FrechetDistance(self.extractor.feature_dim, *self.real)
+        metric.to(self.extractor.device)
+        was_training = generator.training
+        generator.eval()
+        try:
+            todo = num_samples
+            while todo > 0:
+                n = min(todo, chunk)
+                metric.update(self.extractor(uint8(generator(z(n))))[0])
+                todo -= n
+        finally:
+            generator.train(was_training)
+        return metric.compute()

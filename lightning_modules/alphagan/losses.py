@@ -1,4 +1,4 @@
-"""Hinge losses and the duality gap of the alphaGAN search (reference sheet alphagan.md §2.2).
+"""Hinge losses and the duality gap of the alphaGAN search (``functions.py::duality_gap_with_mm``).
 
 The GAN value is the negative hinge discriminator loss, ``V(G, D) = -L_D``, with
 

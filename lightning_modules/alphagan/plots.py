@@ -7,7 +7,6 @@ no Lightning import. Every figure function returns a :class:`matplotlib.figure.F
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -20,7 +19,7 @@ from torchvision.utils import make_grid  # noqa: E402
 
 from search_spaces.gan import EDGE_NAMES, NORMAL_OPS, UP_OPS, Genotype, edge_ops  # noqa: E402
 
-__all__ = ["alpha_heatmap", "alpha_history_rows", "genotype_figure", "sample_grid", "save_figure"]
+__all__ = ["alpha_heatmap", "alpha_history_rows", "genotype_figure", "sample_grid"]
 
 OP_COLORS = {
     "conv_1x1": "#c6dbef",
@@ -170,12 +169,3 @@ def genotype_figure(genotype: Genotype, title: str = "genotype") -> Figure:
     ax.text(12.4, -1.4, f"bottom width {genotype.bottom_width}", ha="right", fontsize=7)
     ax.set_title(title, fontsize=9)
     return fig
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG and release it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    fig.clear()
-    return path

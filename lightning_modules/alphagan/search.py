@@ -1,12 +1,15 @@
-"""alphaGAN architecture search as a LightningModule (reference sheet alphagan.md §2).
+"""alphaGAN architecture search as a LightningModule (docs/alphagan.md, "The search").
 
-One Lightning epoch is one search epoch of the paper, in its order (§2.4):
+One Lightning epoch is one search epoch of the paper, in the order of the reference's
+``search.py``:
 
 1. **weight phase**, one training batch per step (first half of the train split): a hinge D step
    on every batch against G samples drawn without a graph; a G step (``-mean D(G(z))``, D and α
    toggled off) whenever the D-step counter is ``0 mod n_critic`` (the reference's global
-   counter, checked before it is incremented). The epoch has ``inner_steps (+2)`` batches: the
-   module sets the Trainer's train-batch limit to that in ``setup``.
+   counter, checked before it is incremented). The search epoch has ``inner_steps (+2)`` weight
+   batches, counted by the module: once they are done, ``on_train_batch_start`` ends the
+   Lightning epoch (returns -1). A shorter Lightning epoch (``trainer.limit_train_batches``, int
+   or fraction, or a train half with fewer batches) ends the weight phase there.
 2. **worst-case phase**, after the last weight step (:class:`~.worst_case.WorstCase`): D_w and
    G_w copied from D and G and trained for ``worst_steps (+2)`` steps each.
 3. **architecture phase**: ``arch_steps`` Adam steps on α (lr 3e-4, betas (0.5, 0.999), wd
@@ -14,12 +17,15 @@ One Lightning epoch is one search epoch of the paper, in its order (§2.4):
    The α gradient comes from ``torch.autograd.grad`` of the gap alone, so nothing of the weight
    phase reaches it, and is averaged over ranks.
 
-Phases 2-3 run inside the last ``training_step`` of the epoch, so they run in the Trainer's
-precision context and before any checkpoint of the epoch is written. Every epoch, rank 0
+Phases 2-3 run inside the ``training_step`` of the search epoch's last weight batch; when the
+Lightning epoch ends before that (a batch limit, ``max_steps``, ``max_time``, a stop signal),
+they run from ``on_train_epoch_end`` in the Trainer's precision context. Either way they run in
+that context and before the epoch's checkpoint is written. Every epoch, rank 0
 writes a sample grid of a fixed z (the continuous supernet and the current argmax path), the
 heatmap of softmax(α) per edge, the argmax genotype drawn, and the α history table, through the
-shared media logger. Counters (``d_step``, ``g_step``, ``arch_step``), the position in the arch
-loader and every rank's noise generator are checkpointed, so a resumed search takes the same
+shared media logger. Counters (``d_step``, ``g_step``, ``arch_step``: host-side integers, so
+reading them never waits for the GPU, saved in the state dict as before), the position in the
+arch loader and every rank's noise generator are checkpointed, so a resumed search takes the same
 next step. Latent noise comes from a per-rank generator (seed + rank): each rank draws its own z.
 """
 
@@ -42,10 +48,14 @@ from ..callbacks import media_logger
 from .config import ModelConfig, SearchConfig, SearchOptimConfig, step_counts
 from .discriminator import Discriminator
 from .distributed import set_gradients
-from .feature_distance import FeatureDistance, generator_distance
+from .feature_distance import GeneratorDistance, metric_key
 from .losses import DualityGap, d_hinge_loss, duality_gap, g_hinge_loss
 from .plots import alpha_heatmap, alpha_history_rows, genotype_figure, sample_grid
 from .worst_case import WorstCase
+
+#: Host-side counters, kept in the state dict (``arch_pass``/``arch_cursor``: where the arch
+#: loader is).
+COUNTERS = ("d_step", "g_step", "arch_step", "arch_pass", "arch_cursor")
 
 
 class AlphaGANSearch(L.LightningModule):
@@ -82,12 +92,14 @@ class AlphaGANSearch(L.LightningModule):
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
         self.register_buffer("fixed_z", fixed_z)
-        for name in ("d_step", "g_step", "arch_step", "arch_pass", "arch_cursor"):
-            self.register_buffer(name, torch.zeros((), dtype=torch.long))
+        # host-side counters (state dict entries through _save_to/_load_from_state_dict)
+        self.d_step = self.g_step = self.arch_step = self.arch_pass = self.arch_cursor = 0
+        self.epoch_batches = 0  # weight batches of the current search epoch
+        self._phases_done = False  # worst-case and α phases of this Lightning epoch have run
         self.seed = int(seed)
         self.noise = torch.Generator().manual_seed(self.seed)
         self.worst = WorstCase(fused=self.optim_cfg.fused)
-        self.feature_distance = FeatureDistance()
+        self.feature_distance = GeneratorDistance()  # the seeded stand-in extractor
         self.alpha_history: list[list[float]] = []
         self._arch_iter: Iterator | None = None
         self._noise_states: list[torch.Tensor] | None = None
@@ -96,10 +108,9 @@ class AlphaGANSearch(L.LightningModule):
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        # The paper's epoch: inner_steps (+2) weight batches of the train half.
-        limit = self.trainer.limit_train_batches
-        n = self.steps.weight_batches
-        self.trainer.limit_train_batches = min(int(limit), n) if isinstance(limit, int) else n
+        # TF32 for cuDNN convolutions and CUDA matmuls, set explicitly (docs/alphagan.md)
+        torch.backends.cudnn.allow_tf32 = self.model_cfg.tf32
+        torch.backends.cuda.matmul.allow_tf32 = self.model_cfg.tf32
         rank = self.trainer.global_rank
         if self._noise_states is not None and rank < len(self._noise_states):
             self.noise.set_state(self._noise_states[rank])
@@ -124,21 +135,21 @@ class AlphaGANSearch(L.LightningModule):
             if self._arch_iter is None:
                 loader = self.trainer.datamodule.arch_dataloader()
                 if hasattr(loader.sampler, "set_epoch"):
-                    loader.sampler.set_epoch(int(self.arch_pass))
+                    loader.sampler.set_epoch(self.arch_pass)
                 self._arch_iter = iter(loader)
-                for _ in range(int(self.arch_cursor)):  # resume inside a pass
+                for _ in range(self.arch_cursor):  # resume inside a pass
                     next(self._arch_iter)
             try:
                 batch = next(self._arch_iter)
             except StopIteration:
-                if int(self.arch_cursor) == 0:
+                if self.arch_cursor == 0:
                     raise DataError(
                         "the second half of the data (worst-case and α phases) holds no full "
                         "batch on this rank: lower data.batch_size or use more images"
                     ) from None
                 self._arch_iter = None
                 self.arch_pass += 1
-                self.arch_cursor.zero_()
+                self.arch_cursor = 0
                 continue
             self.arch_cursor += 1
             batch = self.trainer.strategy.batch_to_device(batch, self.device)
@@ -158,6 +169,10 @@ class AlphaGANSearch(L.LightningModule):
         """G's hinge loss ``-mean D(G(z))`` on ``n`` fresh samples."""
         return g_hinge_loss(self.discriminator(self.generator(self.z(n))))
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        """-1 (Lightning: end this epoch) once this search epoch's weight phase is done."""
+        return -1 if self._phases_done else None
+
     def training_step(self, batch: Any, batch_idx: int) -> None:
         g_opt, d_opt, _ = self.optimizers()
         real = self._real(batch)
@@ -167,7 +182,7 @@ class AlphaGANSearch(L.LightningModule):
         self.manual_backward(d_loss)
         d_opt.step()
         self.log("train/d_loss", d_loss.detach(), prog_bar=True, batch_size=n)
-        if int(self.d_step) % self.search_cfg.n_critic == 0:
+        if self.d_step % self.search_cfg.n_critic == 0:
             with self.toggled_optimizer(g_opt):  # D and α get no gradient from the G step
                 g_loss = self.g_loss(self._gen_batch(real))
                 g_opt.zero_grad(set_to_none=True)
@@ -176,13 +191,19 @@ class AlphaGANSearch(L.LightningModule):
             self.g_step += 1
             self.log("train/g_loss", g_loss.detach(), prog_bar=True, batch_size=n)
         self.d_step += 1
+        self.epoch_batches += 1
         self.log_dict(
-            {"search/d_step": self.d_step.float(), "search/g_step": self.g_step.float()},
+            {"search/d_step": float(self.d_step), "search/g_step": float(self.g_step)},
             batch_size=n,
         )
-        if batch_idx == int(self.trainer.num_training_batches) - 1:
-            self._worst_case_phase()
-            self._arch_phase()
+        if self.epoch_batches >= self.steps.weight_batches:
+            self._search_phases()
+
+    def _search_phases(self) -> None:
+        """The worst-case and α phases that close a search epoch (once per Lightning epoch)."""
+        self._worst_case_phase()
+        self._arch_phase()
+        self.epoch_batches, self._phases_done = 0, True
 
     # --------------------------------------------------------- worst-case phase
     def worst_lr(self) -> float:
@@ -224,8 +245,9 @@ class AlphaGANSearch(L.LightningModule):
     def gap_terms(
         self, real: torch.Tensor, z_minmax: torch.Tensor, z_maxmin: torch.Tensor
     ) -> DualityGap:
-        """The duality gap on ``real`` (§2.2): G with its live α against D_w, and G_w (its own
-        frozen α, or with ``search.maxmin_alpha_grad`` G's live α) against D."""
+        """The duality gap on ``real`` (docs/alphagan.md, "The search"): G with its live α
+        against D_w, and G_w (its own frozen α, or with ``search.maxmin_alpha_grad`` G's live α)
+        against D."""
         live = dict(self.generator.alpha) if self.search_cfg.maxmin_alpha_grad else None
         g_w, d_w = self.worst.generator, self.worst.discriminator
         return duality_gap(
@@ -272,7 +294,7 @@ class AlphaGANSearch(L.LightningModule):
             self.log("search/minmax", minmax, **kw)
             self.log("search/maxmin", maxmin, **kw)
         self.log(
-            "search/arch_step", self.arch_step.float(), on_step=False, on_epoch=True, batch_size=1
+            "search/arch_step", float(self.arch_step), on_step=False, on_epoch=True, batch_size=1
         )
 
     # -------------------------------------------------------------------- epochs
@@ -285,6 +307,7 @@ class AlphaGANSearch(L.LightningModule):
             torch.autograd.set_detect_anomaly(False)
 
     def on_train_epoch_start(self) -> None:
+        self._phases_done = False
         sched = self.lr_schedulers()
         if sched is not None:  # the G-lr drift: epoch e (from 1) runs at the cosine's step e
             with (
@@ -295,15 +318,17 @@ class AlphaGANSearch(L.LightningModule):
                     sched.step()
 
     def on_train_epoch_end(self) -> None:
+        if self.epoch_batches > 0 and not self._phases_done:  # the epoch ended early
+            with self.trainer.precision_plugin.train_step_context():
+                self._search_phases()
         for name, opt in zip(("g", "d", "alpha"), self.optimizers(), strict=True):
             self.log(f"lr/{name}", opt.param_groups[0]["lr"])  # the G-lr drift shows here
         weights = self.generator.edge_weights()
         self.alpha_history.append([float(v) for e in EDGE_NAMES for v in weights[e]])
         s = self.search_cfg
         if s.eval_every and (self.current_epoch + 1) % s.eval_every == 0:
-            self.log(
-                "search/feature_distance", self.sample_distance(s.eval_samples), sync_dist=False
-            )
+            key = metric_key("search", self.feature_distance.extractor)  # search/fid_standin
+            self.log(key, self.sample_distance(s.eval_samples), sync_dist=False)
         grids = self.sample_grids() if s.plots else None
         if s.plots:
             self._write_figures(grids)
@@ -334,17 +359,13 @@ class AlphaGANSearch(L.LightningModule):
         return {k: sample_grid(to01(v.float())) for k, v in out.items()}
 
     def sample_distance(self, num_samples: int) -> torch.Tensor:
-        """The stand-in feature distance (:class:`FeatureDistance`) between ``num_samples`` G
-        samples (eval mode; each rank its share) and the held-out real images."""
+        """The Fréchet distance on the stand-in extractor (:class:`GeneratorDistance`, not
+        comparable to FID) between ``num_samples`` G samples (eval mode; each rank its share)
+        and the held-out real images (statistics summed over ranks)."""
         dm = self.trainer.datamodule
         share = -(-num_samples // max(self.trainer.world_size, 1))
-        return generator_distance(
-            self.feature_distance,
-            self.generator,
-            dm.test_dataloader(),
-            dm.denormalize,
-            self.z,
-            share,
+        return self.feature_distance(
+            self.generator, dm.test_dataloader(), dm.denormalize, self.z, share
         )
 
     @rank_zero_only
@@ -400,24 +421,33 @@ class AlphaGANSearch(L.LightningModule):
             "noise": [self.noise.get_state()],
             "alpha_history": self.alpha_history,
             "genotype": self.genotype().to_dict(),
+            "epoch_batches": self.epoch_batches,  # a checkpoint written inside a search epoch
         }
         trainer = self._trainer
         if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
-            # every rank's noise state (each draws its own z), and its α and G weights, so that
-            # a run (and a test) can see that the ranks stayed in step
-            mine = {
-                "noise": self.noise.get_state(),
-                "alpha": torch.cat([a.detach().cpu().flatten() for a in self.generator.alphas()]),
-                "g_weights": torch.cat(
-                    [p.detach().cpu().flatten() for p in self.generator.weights()]
-                ).sum(),
-            }
+            # every rank's noise state: each draws its own z; a resumed rank goes on with its own
             ranks: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(ranks, mine)
-            extra["noise"] = [r["noise"] for r in ranks]
-            extra["alpha_ranks"] = [r["alpha"] for r in ranks]
-            extra["g_weight_sums"] = [r["g_weights"] for r in ranks]
+            torch.distributed.all_gather_object(ranks, self.noise.get_state())
+            extra["noise"] = ranks
         checkpoint["alphagan_search"] = extra
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name in COUNTERS:  # as the former long buffers: the checkpoint format is unchanged
+            destination[prefix + name] = torch.tensor(getattr(self, name), dtype=torch.long)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ) -> None:
+        for name in COUNTERS:
+            if prefix + name in state_dict:
+                setattr(self, name, int(state_dict[prefix + name]))
+            elif strict:
+                missing_keys.append(prefix + name)
+        own = {k: v for k, v in state_dict.items() if k[len(prefix) :] not in COUNTERS}
+        super()._load_from_state_dict(
+            own, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("alphagan_search") or {}
@@ -425,4 +455,5 @@ class AlphaGANSearch(L.LightningModule):
         if self._noise_states:
             self.noise.set_state(self._noise_states[0])
         self.alpha_history = [list(r) for r in state.get("alpha_history", [])]
+        self.epoch_batches = int(state.get("epoch_batches", 0))
         self._arch_iter = None

@@ -1,4 +1,4 @@
-"""The worst-case copies G_w and D_w of one search epoch (reference sheet alphagan.md §2.3).
+"""The worst-case copies G_w and D_w of one search epoch (the reference's ``find_worst``).
 
 Each epoch the copies take G's and D's current weights, BatchNorm buffers and α (G_w's α are
 frozen, as with the reference's ``--only_update_w_g``), get fresh Adam optimizers, and train:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 @dataclass
 class OptimConfig:
     """Adam at a constant learning rate, no weight decay: FaceFormer, CodeTalker and SelfTalk
-    all train this way (reference sheet section 7)."""
+    all train this way (docs/dualtalker.md, "The FaceFormer recipe")."""
 
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -6,9 +6,9 @@
       -> (b) Linear(d -> characters) at ``ctc_upsample`` x the frame rate: CTC over characters
              when a transcript exists (SelfTalk's target, with real text instead of pseudo-labels)
 
-DualTalker's own lip-reading decoder is unpublished (reference sheet §5: the form is this
-suite's choice). The encoder reuses the decoder layer of ``motion.py`` without the
-cross-attention, as ``nn.TransformerEncoderLayer`` would.
+DualTalker's own lip-reading decoder is unpublished (the form is this suite's choice:
+docs/dualtalker.md, "The suite's choices"). The encoder reuses the decoder layer of ``motion.py``
+without the cross-attention, as ``nn.TransformerEncoderLayer`` would.
 """
 
 from __future__ import annotations

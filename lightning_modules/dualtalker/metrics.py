@@ -1,5 +1,6 @@
-"""LVE and FDD exactly as CodeTalker's ``cal_metric.py`` computes them (reference sheet §9), as
-torchmetrics Metrics whose states are sums (correct under DDP: every rank adds its sequences).
+"""LVE and FDD exactly as CodeTalker's ``main/cal_metric.py`` computes them (docs/dualtalker.md,
+"Metrics: LVE and FDD"), as torchmetrics Metrics whose states are sums (correct under DDP: every
+rank adds its sequences).
 
 - LVE: per frame, the largest squared L2 distance (no square root) over the lip vertices; the
   mean over all frames of all sequences.
@@ -138,7 +139,7 @@ def check_unseen_condition(policy: str, train_subjects: list[str]) -> None:
 
 
 def condition_indices(policy: str, style_index: int, train_subjects: list[str]) -> list[int]:
-    """The training-subject conditions to predict a sequence with (VOCA-Test protocol, §9).
+    """The training-subject conditions to predict a sequence with (the VOCA-Test protocol).
 
     A training subject (``style_index`` >= 0, BIWI Test-A) uses its own one-hot. An unseen
     subject (-1) uses: ``all`` every training condition, each prediction scored as a sequence

@@ -1,5 +1,5 @@
 """DualTalker as a LightningModule: speech-driven facial animation trained jointly with lip
-reading, one optimiser, one backward pass per batch (reference sheet sections 5, 6 and 14).
+reading, one optimiser, one backward pass per batch (docs/dualtalker.md, "The suite's choices").
 
     training:   L = L_rec + lambda_dual * L_dual + lambda_cons * L_cons
                 teacher-forced or autoregressive per ``model.teacher_forcing`` (FaceFormer
@@ -16,6 +16,7 @@ reading, one optimiser, one backward pass per batch (reference sheet sections 5,
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .network import DualTalker, DualTalkerOptions
 from .plots import PerVertexError, vertex_error_figure
 
 STAGES = ("val", "test")
+REGIONS_KEY = "face_regions"  # the checkpoint entry holding the LVE / FDD vertex sets
 
 
 class DualTalkerModule(L.LightningModule):
@@ -48,7 +50,12 @@ class DualTalkerModule(L.LightningModule):
         fps: motion frame rate (VOCA 30, BIWI 25).
         dataset: ``vocaset`` or ``biwi``: the papers' units of LVE and FDD.
         lip_vertices / upper_face_vertices: vertex ids of LVE's lip set and FDD's upper face;
-            None leaves that metric out. Stored in the state dict, not as hyper-parameters.
+            None leaves that metric out. Stored in checkpoints as their own entry
+            (``face_regions``), not in the state dict nor as hyper-parameters: the state dict's
+            keys and shapes stay those of the network, so checkpoints written before the entry
+            existed still load strictly. Loading restores a set the constructor was not given
+            (e.g. a test folder without region files); a set given here wins, with a warning
+            when the checkpoint's differs.
         optim: :class:`OptimConfig` (or a mapping); evaluation: :class:`EvalConfig`.
     """
 
@@ -74,7 +81,9 @@ class DualTalkerModule(L.LightningModule):
         self.save_hyperparameters(ignore=["lip_vertices", "upper_face_vertices"])
         self.train_subjects = train_subjects
         vocab = CharVocab() if self.options.uses_ctc else None
-        self.net = DualTalker(self.options, num_vertices, len(train_subjects), fps, vocab=vocab)
+        self.net = DualTalker(
+            self.options, num_vertices, len(train_subjects), fps, vocab=vocab, dataset=dataset
+        )
         self.units = PAPER_UNITS[dataset]
         self.lips = (
             None if lip_vertices is None else torch.as_tensor(lip_vertices, dtype=torch.long)
@@ -102,7 +111,8 @@ class DualTalkerModule(L.LightningModule):
         style: torch.Tensor | None = None,
         teacher_forcing: bool | None = None,
     ):
-        """The network on a batch of ``datamodules.face.datamodule`` (``style`` overrides the batch's)."""
+        """The network on a batch of ``datamodules.face.datamodule`` (``style`` overrides the
+        batch's)."""
         return self.net(
             batch["audio"],
             batch["audio_mask"],
@@ -116,15 +126,8 @@ class DualTalkerModule(L.LightningModule):
         )
 
     def losses(self, out) -> dict[str, torch.Tensor]:
-        """Every loss term by name; ``loss`` = L_rec + lambda_dual L_dual + lambda_cons L_cons."""
-        o, parts = self.options, compute_losses(out, self.options)
-        zero = parts["rec"].new_zeros(())
-        parts["loss"] = (
-            parts["rec"]
-            + o.lambda_dual * parts.get("dual", zero)
-            + o.lambda_cons * parts.get("cons", zero)
-        )
-        return parts
+        """Every loss term by name, ``loss`` the total (computed in ``losses.compute_losses``)."""
+        return compute_losses(out, self.options)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         parts = self.losses(self(batch))
@@ -201,14 +204,19 @@ class DualTalkerModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_scores("test")
 
-    def conditioned_predictions(self, batch: dict[str, Any]):
+    def conditioned_predictions(self, batch: dict[str, Any], from_audio: bool = False):
         """Autoregressive predictions of a batch under the conditioning policy: a list of
         ``(sample indices, condition names, vertices (b, T, V*3), frame_mask (b, T))``.
+
+        The frame count is the ground truth's (``frame_mask``), or with ``from_audio`` (or no
+        ``frame_mask`` in the batch) the audio's: round(seconds x fps), the frames covering it.
 
         A training subject is conditioned on itself; the unseen ones (style -1) on
         ``condition_indices(model.unseen_condition)``: every training subject (``all``, each
         prediction scored as a sequence), their mean prediction (``mean``) or one subject."""
-        style, lengths = batch["style"], batch["frame_mask"].sum(1)
+        style = torch.as_tensor(batch["style"], device=batch["audio"].device)
+        lengths = None if from_audio or "frame_mask" not in batch else batch["frame_mask"].sum(1)
+        audio_mask = batch.get("audio_mask")
         groups = []
 
         def predict(idx: torch.Tensor, s: torch.Tensor):
@@ -216,8 +224,8 @@ class DualTalkerModule(L.LightningModule):
                 batch["audio"][idx],
                 batch["template"][idx],
                 s,
-                audio_mask=batch["audio_mask"][idx],
-                num_frames=lengths[idx],
+                audio_mask=None if audio_mask is None else audio_mask[idx],
+                num_frames=None if lengths is None else lengths[idx],
             )
 
         seen = (style >= 0).nonzero().flatten()
@@ -258,6 +266,77 @@ class DualTalkerModule(L.LightningModule):
                 names = [batch["name"][int(i)] for i in idx]
                 folder = Path(self.trainer.default_root_dir) / "predictions"
                 self.write_predictions(folder, names, conditions, vertices, mask)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[REGIONS_KEY] = {
+            name: None if ids is None else ids.detach().cpu().clone()
+            for name, ids in (("lip_vertices", self.lips), ("upper_face_vertices", self.upper))
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(REGIONS_KEY)
+        if not stored:  # a checkpoint from before the entry: keep the sets given
+            return
+        changed = False
+        for name, attribute in (("lip_vertices", "lips"), ("upper_face_vertices", "upper")):
+            mine, theirs = getattr(self, attribute), stored.get(name)
+            if theirs is None:
+                continue
+            theirs = torch.as_tensor(theirs, dtype=torch.long)
+            if mine is None:
+                setattr(self, attribute, theirs)
+                changed = True
+            elif not torch.equal(mine.cpu(), theirs):
+                warnings.warn(
+                    f"{name}: the checkpoint's set ({len(theirs)} vertices) differs from the "
+                    f"data's ({len(mine)}); the data's is used",
+                    stacklevel=2,
+                )
+        if changed:
+            num_vertices = self.net.head.out_features // 3
+            self.scores = nn.ModuleDict(
+                {stage: self._stage_metrics(num_vertices) for stage in STAGES}
+            ).to(self.device)
+
+    # ------------------------------------------------------------------ predict
+
+    def predict_step(
+        self, batch: dict[str, Any], batch_idx: int = 0, dataloader_idx: int = 0
+    ) -> list[dict[str, Any]]:
+        """``trainer.predict``: animate each sequence from its audio alone, no ground truth.
+
+        The batch needs ``audio`` (B, S) 16 kHz, ``template`` (B, V*3), ``style`` (B,)
+        (a training subject's index, or -1: ``model.unseen_condition``) and ``name``;
+        ``audio_mask`` for a padded batch. Any length of audio: memory grows linearly with it
+        (``DualTalker.predict``). Each sequence gets round(seconds x fps) frames, so the
+        prediction covers its audio (and any ground truth of the datamodule, which is cut to
+        the audio). Returns one record per sequence and condition: ``name``, ``condition`` (a
+        training subject, or ``mean``) and ``vertices`` float32 (T, V*3) on the CPU; with
+        ``evaluation.write_predictions`` each is also written as CodeTalker's
+        ``predictions/<name>_condition_<condition>.npy`` (every rank its own sequences).
+        """
+        records = []
+        for idx, conditions, vertices, mask in self.conditioned_predictions(batch, True):
+            names = [batch["name"][int(i)] for i in idx]
+            if self.eval_cfg.write_predictions:
+                folder = Path(self.trainer.default_root_dir) / "predictions"
+                self.write_predictions(folder, names, conditions, vertices, mask)
+            for name, condition, v, m in zip(names, conditions, vertices, mask):
+                records.append(
+                    {"name": name, "condition": condition, "vertices": v[m].float().cpu()}
+                )
+        return records
+
+    def condition_index(self, subject: str) -> int:
+        """The style index of training subject ``subject``; ValueError naming the choices."""
+        if subject not in self.train_subjects:
+            raise ValueError(
+                f"condition {subject!r} is not a training subject; use one of "
+                f"{', '.join(self.train_subjects)}"
+            )
+        return self.train_subjects.index(subject)
 
     @staticmethod
     def write_predictions(

@@ -1,4 +1,4 @@
-"""The motion side of the FaceFormer backbone (reference sheet §3): periodic positional encoding,
+"""The motion side of the FaceFormer backbone (``faceformer.py``): periodic positional encoding,
 the periodic ALiBi causal bias, the audio-to-frame alignment mask and the biased causal decoder.
 
 The decoder is a stack of post-norm layers (self-attention, cross-attention, ReLU feed-forward;
@@ -113,6 +113,27 @@ class PeriodicPositionalEncoding(nn.Module):
         return self.dropout(x + self.pe[index].to(x.dtype))
 
 
+def append_to_cache(cache: dict, k: torch.Tensor, v: torch.Tensor):
+    """Append this step's keys/values (B, heads, n, d_h) to ``cache``; return all so far.
+
+    With ``cache["capacity"]`` (inference, no gradients) the keys/values go into buffers
+    allocated once for that many frames: memory linear in T, no re-copy per step. Without it
+    (training through the loop) they are concatenated, which autograd can differentiate."""
+    capacity = cache.get("capacity")
+    if capacity is None:
+        if "k" in cache:
+            k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+        cache["k"], cache["v"] = k, v
+        return k, v
+    if "k" not in cache:
+        shape = (*k.shape[:2], capacity, k.shape[3])
+        cache["k"], cache["v"], cache["n"] = k.new_empty(shape), v.new_empty(shape), 0
+    start, end = cache["n"], cache["n"] + k.shape[2]
+    cache["k"][:, :, start:end], cache["v"][:, :, start:end] = k, v
+    cache["n"] = end
+    return cache["k"][:, :, :end], cache["v"][:, :, :end]
+
+
 class Attention(nn.Module):
     """Multi-head attention on SDPA; ``cross`` projects queries and keys/values separately."""
 
@@ -137,20 +158,19 @@ class Attention(nn.Module):
         return self.split(k), self.split(v)
 
     def forward(self, x, mask, memory=None, cache=None):
-        """x (B, T, d); mask broadcastable to (B, heads, T, S). For self-attention, ``cache`` is a
-        dict holding the keys/values of earlier frames (appended to); for cross-attention,
-        ``memory`` is the pair of projected keys/values of the audio tokens."""
+        """x (B, T, d); mask broadcastable to (B, heads, T, S), or None. For self-attention,
+        ``cache`` is a dict holding the keys/values of earlier frames (appended to); for
+        cross-attention, ``memory`` is the pair of projected keys/values of the audio tokens."""
         if self.cross:
             q = self.split(self.q(x))
             k, v = memory
         else:
             q, k, v = (self.split(t) for t in self.qkv(x).chunk(3, dim=-1))
             if cache is not None:
-                if "k" in cache:
-                    k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-                cache["k"], cache["v"] = k, v
+                k, v = append_to_cache(cache, k, v)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype), dropout_p=p)
+        mask = None if mask is None else mask.to(q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.out(y.transpose(1, 2).flatten(2))
 
 
@@ -219,26 +239,34 @@ class MotionDecoder(nn.Module):
         return x
 
     def start(self, audio_tokens: torch.Tensor, num_frames: int) -> dict:
-        """State of an autoregressive run: the audio keys/values of every layer (computed once),
-        the masks of all steps (sliced per step) and an empty key/value cache per layer."""
-        device = audio_tokens.device
-        allowed = alignment_mask(num_frames, self.tokens_per_frame, device, audio_tokens.shape[1])
+        """State of an autoregressive run: the audio keys/values of every layer (computed once)
+        and an empty key/value cache per layer. Nothing of size T x T: each step builds its own
+        bias row and reads only its own audio tokens, so memory grows linearly with T. Without
+        gradients the caches are preallocated for ``num_frames`` (no re-copy per step)."""
+        slopes = torch.tensor(alibi_slopes(self.num_heads), device=audio_tokens.device)
+        capacity = None if torch.is_grad_enabled() else num_frames
         return dict(
             memory=[layer.cross_attn.keys_values(audio_tokens) for layer in self.layers],
-            self_bias=periodic_alibi_bias(self.num_heads, num_frames, self.period, device)[None],
-            memory_mask=float_mask(allowed)[None, None],
-            caches=[{} for _ in self.layers],
+            slopes=slopes[None, :, None, None],
+            caches=[{"capacity": capacity} for _ in self.layers],
         )
 
     def step(self, token: torch.Tensor, t: int, state: dict) -> torch.Tensor:
         """Autoregressive step: the new input token (B, 1, d) at position t -> output (B, 1, d).
 
-        The caches keep the keys/values of frames < t. Padding needs no mask here: frame t of a
-        sequence only sees its own frames <= t.
+        Self-attention: the caches hold the keys/values of frames < t; the bias row of frame t,
+        -slope_h * floor((t - j) / period) for j <= t, is the row t of
+        :func:`periodic_alibi_bias`. Cross-attention: frame t may only see its own audio tokens
+        r t ... r t + r - 1 (:func:`alignment_mask`), so it attends exactly those keys, with no
+        mask. Padding needs no mask either: frame t of a sequence only sees its frames <= t.
         """
-        bias = state["self_bias"][:, :, t : t + 1, : t + 1]
-        memory_mask = state["memory_mask"][:, :, t : t + 1]
+        steps = torch.div(
+            t - torch.arange(t + 1, device=token.device), self.period, rounding_mode="floor"
+        )
+        bias = -state["slopes"] * steps.to(state["slopes"].dtype)
+        r = self.tokens_per_frame
         x = token
-        for layer, kv, cache in zip(self.layers, state["memory"], state["caches"]):
-            x = layer(x, bias, kv, memory_mask, cache=cache)
+        for layer, (k, v), cache in zip(self.layers, state["memory"], state["caches"]):
+            own = (k[:, :, r * t : r * t + r], v[:, :, r * t : r * t + r])
+            x = layer(x, bias, own, None, cache=cache)
         return x

@@ -1,5 +1,5 @@
 """DualTalker: FaceFormer's speech-to-motion network plus lip reading as the dual task, sharing the
-audio and motion encoders (reference sheet §3, §5).
+audio and motion encoders (docs/dualtalker.md, "The model").
 
     audio -> AudioEncoder (wav2vec 2.0, frozen CNN, aligned to frames) -> memory tokens (B, rT, d)
     GT offsets -> MotionEncoder (shared) -> motion embeddings (B, T, d)
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio_encoder import AudioEncoder
+from .audio_encoder import TOKENS_PER_FRAME, AudioEncoder
 from .lip_reader import CharVocab, LipReader
 from .motion import MotionDecoder, MotionEncoder, PeriodicPositionalEncoding
 
@@ -41,7 +41,10 @@ class DualTalkerOptions:
     period: int = 0  # 0 -> the frame rate (30 VOCA, 25 BIWI)
     teacher_forcing: bool = False  # FaceFormer trains autoregressively
     spec_augment: bool = True  # wav2vec's SpecAugment in train mode (as FaceFormer)
-    feature_cache: bool = True  # keep the frozen CNN's features per sequence name
+    feature_cache: bool = True  # keep the frozen CNN's features per sequence name (CPU)
+    feature_cache_mb: float = 2048.0  # the cache's bound; least recently used dropped beyond
+    audio_window_s: float = 20.0  # longer audio: wav2vec's transformer in windows of this
+    audio_context_s: float = 5.0  # ... each seeing this much more audio on both sides
     lip_reader_layers: int = 1
     dual_target: str = "features"  # features | ctc | both | none
     dual_detach_target: bool = True  # stop-gradient on the audio-feature target
@@ -51,15 +54,18 @@ class DualTalkerOptions:
     duality_sigma_feature: float = 1.0  # duality: std of the audio-feature residual
     ctc_upsample: int = 2  # CTC frames per motion frame (60 Hz at 30 fps)
     lambda_vel: float = 0.0  # L_rec = MSE(v) + lambda_vel MSE(dv/dt)
-    lambda_dual: float = 1e-6  # L_dual = feature MSE + ctc_weight CTC
+    # Auxiliary weights, relative to each sequence's motion energy (losses.compute_losses): the
+    # same share of L_rec on every data set; 1 = the earlier absolute 1e-6 where E ~ 1e-6 (VOCA)
+    lambda_dual: float = 1.0  # L_dual = feature MSE + ctc_weight CTC
     ctc_weight: float = 0.1
-    lambda_cons: float = 1e-6
+    lambda_cons: float = 1.0
     unseen_condition: str = "all"  # VOCA-Test, unseen subjects: all | mean | <training subject>
 
     def __post_init__(self) -> None:
         if self.dual_target not in DUAL_TARGETS:
             raise ValueError(
-                f"model.dual_target must be one of {', '.join(DUAL_TARGETS)}, got {self.dual_target!r}"
+                f"model.dual_target must be one of {', '.join(DUAL_TARGETS)}, "
+                f"got {self.dual_target!r}"
             )
         unknown = [t for t in self.consistency_terms if t not in CONSISTENCY_TERMS]
         if unknown:
@@ -73,6 +79,11 @@ class DualTalkerOptions:
                     f"model.consistency={term} needs the lip reader's feature target "
                     "(model.dual_target=features or both)"
                 )
+        if self.audio_window_s <= 0 or self.audio_context_s < 0 or self.feature_cache_mb < 0:
+            raise ValueError(
+                "model.audio_window_s must be > 0, model.audio_context_s and "
+                "model.feature_cache_mb >= 0"
+            )
         for key in ("feature_dim", "num_layers", "num_heads", "ctc_upsample"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
@@ -138,16 +149,30 @@ class DualTalker(nn.Module):
         num_subjects: int,
         fps: int,
         vocab: CharVocab | None = None,
+        dataset: str = "vocaset",
     ) -> None:
         super().__init__()
         o = options
+        if dataset not in TOKENS_PER_FRAME:
+            raise ValueError(
+                f"dataset must be one of {', '.join(TOKENS_PER_FRAME)}, got {dataset!r}"
+            )
         d, ffn = o.feature_dim, o.ffn_dim or 2 * o.feature_dim
         period = o.period or fps
         self.options, self.num_subjects, self.fps = o, num_subjects, fps
         self.vocab = vocab if o.uses_ctc else None
         if o.uses_ctc and vocab is None:
             raise ValueError("model.dual_target uses CTC: pass a CharVocab")
-        self.audio_encoder = AudioEncoder(o.audio_encoder, d, fps, o.spec_augment, o.feature_cache)
+        self.audio_encoder = AudioEncoder(
+            o.audio_encoder,
+            d,
+            fps,
+            TOKENS_PER_FRAME[dataset],
+            o.spec_augment,
+            o.feature_cache_mb if o.feature_cache else 0.0,
+            o.audio_window_s,
+            o.audio_context_s,
+        )
         self.tokens_per_frame = self.audio_encoder.tokens_per_frame
         self.motion_encoder = MotionEncoder(num_vertices, d)
         self.style = nn.Linear(num_subjects, d, bias=False)
@@ -218,9 +243,8 @@ class DualTalker(nn.Module):
         b, length = frame_mask.shape
         vertices = vertices.reshape(b, length, -1)
         template = template.reshape(b, -1)
-        audio_tokens, frames = self.audio_encoder(
-            audio, audio_mask, frame_mask.sum(1), names, pad_to=length
-        )
+        encoder_args = (audio, audio_mask, frame_mask.sum(1), names)
+        audio_tokens, frames = self.audio_encoder(*encoder_args, pad_to=length)
         frame_mask = frame_mask & (
             torch.arange(length, device=frames.device)[None] < frames[:, None]
         )
@@ -233,7 +257,7 @@ class DualTalker(nn.Module):
             predicted = self.teacher_forced(audio_tokens, style, motion_embeddings, frame_mask)
         else:
             predicted = self.autoregress(audio_tokens, style, length)
-        audio_features = audio_tokens.view(b, length, self.tokens_per_frame, -1).mean(2)
+        audio_features = self.target_features(audio_tokens, encoder_args, length)
         out = DualTalkerOutput(
             vertices=predicted + template[:, None],
             target=vertices,
@@ -257,12 +281,41 @@ class DualTalker(nn.Module):
                 out.cycle_features, _ = self.lip_reader(own, frame_mask, ctc=False)
         return out
 
+    def target_features(self, audio_tokens, encoder_args, length: int) -> torch.Tensor:
+        """(B, T, d) frame-rate audio features, the lip reader's and consistency terms' target
+        (the mean of a frame's tokens at 25 fps).
+
+        In training the decoder's memory tokens come from a pass with SpecAugment masking,
+        LayerDrop and dropout on; a target drawn that way would be noise the lip reader is
+        asked to predict. So the target is a second, deterministic pass of the same shared
+        encoder in eval mode (no masking, no LayerDrop, no dropout), without gradients when
+        every term that reads it stops them (``dual_detach_target`` and no ``cosine`` or
+        ``infonce`` term). In eval mode, or with no term reading it, the first pass is used."""
+        o, encoder = self.options, self.audio_encoder
+        b = audio_tokens.shape[0]
+        if encoder.training and (self.lip_reader is not None or o.consistency_terms):
+            needs_grad = not o.dual_detach_target or bool(
+                {"cosine", "infonce"} & set(o.consistency_terms)
+            )
+            encoder.eval()
+            try:
+                with torch.set_grad_enabled(needs_grad and torch.is_grad_enabled()):
+                    audio_tokens, _ = encoder(*encoder_args, pad_to=length)
+            finally:
+                encoder.train()
+        return audio_tokens.view(b, length, self.tokens_per_frame, -1).mean(2)
+
     @torch.no_grad()
     def predict(self, audio, template, style, audio_mask=None, num_frames=None):
         """Autoregressive inference from audio alone -> (vertices (B, T, V*3), frame_mask (B, T)).
 
-        T per sequence comes from the audio (VOCA: int(seconds * 30); BIWI: features // 2) unless
-        ``num_frames`` (B,) fixes it (e.g. the ground truth's length, for the metrics)."""
+        audio (B, S) raw 16 kHz (any length), template (B, V*3), style (B,) training-subject
+        indices or (B, S) weights over them, audio_mask (B, S) bool for a padded batch. Call it
+        on an ``eval()`` network. T per sequence is ``audio_frames``: round(seconds x fps),
+        the frames that cover the audio, unless ``num_frames`` (B,) fixes it (e.g. the ground
+        truth's length, for the metrics). Memory grows linearly with T: the key/value cache is
+        allocated once, each step builds its own bias row, and wav2vec 2.0 runs in windows on
+        audio over ``audio_window_s + 2 audio_context_s``."""
         audio_tokens, frames = self.audio_encoder(audio, audio_mask, num_frames)
         length = int(frames.max())
         audio_tokens = audio_tokens[:, : self.tokens_per_frame * length]

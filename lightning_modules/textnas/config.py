@@ -50,7 +50,10 @@ class SupernetConfig(TextNASOptions):
 
 @dataclass
 class ControllerConfig:
-    """NNI ``EnasMutator`` as configured for TextNAS (§2.2); Adam as NNI's ``mutator_optim``."""
+    """NNI ``EnasMutator`` as TextNAS's ``search.py`` builds it; Adam as NNI's ``mutator_optim``.
+
+    NNI ``nni/algorithms/nas/pytorch/enas/mutator.py``; docs/textnas.md, "The search".
+    """
 
     hidden: int = 64
     skip_target: float = 0.4

@@ -113,10 +113,11 @@ class Decision:
     """One controller decision (diagnostics; everything detached).
 
     ``kind`` is ``"input"``, ``"op"`` or ``"skip"``.  ``candidates`` are absolute layer
-    indices (input/skip) or op indices, i.e. positions in the controller's ``ops`` (op).  ``probs``: categorical probabilities over
-    the candidates (input/op) or the per-candidate probability that the skip is ON
-    (``sigmoid(2 q)``).  ``logits``: the (tempered) logits, ``(n, 2)`` ``[-q, q]`` rows for
-    skips.  ``chosen``: chosen candidate(s) (absolute layer / op indices)."""
+    indices (input/skip) or op indices, i.e. positions in the controller's ``ops`` (op).
+    ``probs``: categorical probabilities over the candidates (input/op) or the per-candidate
+    probability that the skip is ON (``sigmoid(2 q)``). ``logits``: the (tempered) logits,
+    ``(n, 2)`` ``[-q, q]`` rows for skips. ``chosen``: chosen candidate(s) (absolute layer / op
+    indices)."""
 
     layer: int
     kind: str

@@ -1,7 +1,8 @@
-"""Deriving the final architecture from a finished search (reference sheet §2.3 "export", §8).
+"""Deriving the final architecture from a finished search (docs/textnas.md, "The search").
 
 NNI samples 20 architectures from the controller and exports them all, unranked; the official
-code ranks sampled architectures on the *test* set (§5.3 item 2). Here: ``num_samples``
+code ranks sampled architectures on the *test* set (docs/textnas.md, "Quirks of the reference
+code"). Here: ``num_samples``
 architectures from the controller (or the random strategy) plus the controller's argmax, each
 scored on the **full validation set** with the shared supernet weights in eval mode, sorted best
 first. Nothing here touches a test split.
@@ -21,8 +22,9 @@ import torch
 import yaml
 from torch import nn
 
+from lightning_modules.figures import save_figure
 from lightning_modules.textnas.controller import EnasController
-from lightning_modules.textnas.plots import architecture_figure, save_figure
+from lightning_modules.textnas.plots import architecture_figure
 from search_spaces.text.architecture import Architecture
 from search_spaces.text.strategies import RandomStrategy
 

@@ -2,13 +2,12 @@
 
 Plain matplotlib on the Agg backend (no display needed); no Lightning import. Every function
 returns a :class:`matplotlib.figure.Figure` built with the object-oriented API (no pyplot state),
-and ``save_figure`` writes it as a PNG and releases it.
+which :func:`lightning_modules.figures.save_figure` writes as a PNG and releases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -20,7 +19,7 @@ from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
 from search_spaces.text.architecture import OP_NAMES, STEM, Architecture  # noqa: E402
 
-__all__ = ["OP_COLORS", "op_frequency_figure", "architecture_figure", "save_figure"]
+__all__ = ["OP_COLORS", "op_frequency_figure", "architecture_figure"]
 
 #: One colour per op (conv: blues, pools: greens, rnn: orange, attention: red).
 OP_COLORS: dict[str, str] = {
@@ -163,12 +162,3 @@ def architecture_figure(architecture: Architecture, title: str | None = None) ->
     )
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG (parents created) and free it; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    fig.clear()
-    return path

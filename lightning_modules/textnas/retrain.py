@@ -1,10 +1,10 @@
-"""Retraining a fixed TextNAS architecture (reference sheet §2.4), as a LightningModule.
+"""Retraining a fixed TextNAS architecture (NNI ``retrain.py``), as a LightningModule.
 
 The recipe: Adam (eps 1e-3, small weight decay), cosine learning rate with warm restarts stepped
 once per epoch, cross-entropy (mean squared error for STS-B), global gradient clipping at 5
-through the Trainer (the reference's clipping is a no-op, §5.3; set
-``trainer.gradient_clip_val=null`` for the faithful behaviour). The best epoch is chosen on the
-development set; the test set is only evaluated when asked.
+through the Trainer (the reference's clipping is a no-op: docs/textnas.md, "Quirks of the
+reference code"; set ``trainer.gradient_clip_val=null`` for the faithful behaviour). The best
+epoch is chosen on the development set; the test set is only evaluated when asked.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class TextNASRetrainModule(L.LightningModule):
         num_classes: classes of the head; 1 with ``regression=True``.
         pair: sentence-pair task (encode both sentences with the same network).
         regression: mean squared error and a scalar output (STS-B).
-        metrics: metric names of the task (``accuracy``, ``f1``, ``mcc``, ``pearson``, ``spearman``).
+        metrics: metric names of the task (``accuracy``, ``f1``, ``mcc``, ``pearson``,
+            ``spearman``).
         network: :class:`TextNASOptions` (or a mapping of some of its fields).
         optim: :class:`~lightning_modules.textnas.config.RetrainOptimConfig` (or a mapping).
         val_splits: names of the validation loaders in order (MNLI has two); the first is

@@ -1,6 +1,6 @@
 """TextNAS architecture search (ENAS or random one-shot) as a LightningModule.
 
-Reading order = the algorithm (reference sheet textnas.md §2.2, §2.3; lightning.md §1-§3, §5):
+Reading order = the algorithm (docs/textnas.md, "The search" and "Lightning notes"):
 
 * **child step**, every training batch: sample an architecture (controller under ``no_grad``,
   or :class:`RandomStrategy`), both drawing *only* from :attr:`arch_generator`, a CPU
@@ -12,9 +12,9 @@ Reading order = the algorithm (reference sheet textnas.md §2.2, §2.3; lightnin
   child step of each epoch, NNI's 3,000-then-500 rhythm): ``controller_steps`` REINFORCE steps,
   each on the next *validation* batch, drawn in a seeded random order that is equal on every
   rank (:func:`reward_batch_order`; the loader itself is length-sorted); the supernet in eval
-  mode (BatchNorm running stats, no dropout) and no grad; reward = accuracy of the sampled architecture on that batch, summed
-  over ranks before dividing (identical on every rank); ``b <- 0.99 b + 0.01 R``; controller
-  Adam lr 2e-3, clip 5. The test split is never read.
+  mode (BatchNorm running stats, no dropout) and no grad; reward = accuracy of the sampled
+  architecture on that batch, summed over ranks before dividing (identical on every rank);
+  ``b <- 0.99 b + 0.01 R``; controller Adam lr 2e-3, clip 5. The test split is never read.
 * **validation**: the controller's argmax architecture (random strategy: one fixed sample per
   epoch from a separate generator) on the whole validation set, logged as ``val/acc`` /
   ``val/loss``.
@@ -25,7 +25,7 @@ Reading order = the algorithm (reference sheet textnas.md §2.2, §2.3; lightnin
   entropy, skip rate, loss and sampled-architecture validation-batch accuracy are logged as
   per-epoch means (``search/...``).
 
-``trainer.global_step`` counts steps of *both* optimizers (lightning.md §2); the module keeps
+``trainer.global_step`` counts steps of *both* optimizers (Lightning #17958); the module keeps
 its own counters ``child_step`` and ``controller_step`` (buffers, so in the state dict, and
 logged as ``search/child_step`` / ``search/controller_step``). The REINFORCE baseline is a
 buffer too; the architecture generator's state and the position in the validation cycle are
@@ -138,7 +138,7 @@ class TextNASSearchModule(L.LightningModule):
         arch_seed = self.search_cfg.arch_seed
         self.arch_seed = int(seed if arch_seed is None else arch_seed)
         self.arch_generator = torch.Generator().manual_seed(self.arch_seed)
-        # State that must survive a checkpoint (lightning.md §2: global_step counts both optimizers).
+        # State that must survive a checkpoint (global_step counts both optimizers).
         self.register_buffer("baseline", torch.zeros((), dtype=torch.float64))
         self.register_buffer("child_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("controller_step", torch.zeros((), dtype=torch.long))

@@ -1,4 +1,4 @@
-"""Mixed edges and the search cell of the alphaGAN supernet (reference sheet §1.2, §1.4).
+"""Mixed edges and the search cell of the alphaGAN supernet (the reference's ``models/cell.py``).
 
 A mixed edge holds every candidate op and returns ``sum_o w_o * op_o(x)`` with
 ``w = softmax(α_edge)`` (DARTS' continuous relaxation); given an ``index`` it runs only

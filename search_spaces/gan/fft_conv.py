@@ -12,8 +12,8 @@ about 7x less work and the transforms are small.  Autograd runs through the same
 (``rfft2``/``irfft2``/``bmm``/``unfold``), so the gradients are those of the convolution.
 
 The result is the convolution to float rounding (about 1e-6 relative in float32, 1e-15 in
-float64; ``tests/unit/alphagan/test_fft_conv.py``).  It pays where the kernel is large and the maps are
-not tiny and the channels many; the supernet uses it for the fused 5x5 edges where
+float64; ``tests/unit/alphagan/test_fft_conv.py``).  It pays where the kernel is large and the
+maps are not tiny and the channels many; the supernet uses it for the fused 5x5 edges where
 :func:`fft_pays` (``model.conv=auto``, on CPU, where oneDNN has no fast 5x5 algorithm); on
 CUDA ``auto`` keeps cuDNN, which picks FFT or Winograd algorithms itself.
 

@@ -1,8 +1,8 @@
 """The alphaGAN genotype: one op per edge of the generator space, and its YAML format.
 
-The space (reference sheet §1.2) has three cells, each with two up-sampling edges (``up0``
-reads the cell input and makes node 1; ``up1`` is the in-cell shortcut, node 3) and three
-normal edges (``normal0``: node 1 -> node 2, ``normal1``: node 2 -> node 4, ``normal2``:
+The space (docs/alphagan.md, "The search space") has three cells, each with two up-sampling
+edges (``up0`` reads the cell input and makes node 1; ``up1`` is the in-cell shortcut, node 3)
+and three normal edges (``normal0``: node 1 -> node 2, ``normal1``: node 2 -> node 4, ``normal2``:
 node 3 -> node 4), plus three cross-cell skips from earlier cells' node 1 into node 4:
 ``cell2.skip0`` (cell 1, x2), ``cell3.skip0`` (cell 1, x4) and ``cell3.skip1`` (cell 2, x2).
 :data:`EDGE_NAMES` lists the 18 edges in a fixed order; errors and logs use these names.
@@ -90,7 +90,7 @@ def edge_ops(edge: str) -> tuple[str, ...]:
 
 
 def space_size() -> int:
-    """Number of genotypes in the space (reference §1.5: about 1.98e11)."""
+    """Number of genotypes in the space (about 1.98e11, the paper's "about 2x10^11")."""
     return math.prod(len(edge_ops(e)) for e in EDGE_NAMES)
 
 
@@ -258,9 +258,18 @@ class Genotype:
         path = Path(path)
         source = f"genotype {path}"
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except OSError as e:
             raise GenotypeError(f"{source}: cannot read ({e.strerror or e})") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            bad = raw[e.start : min(e.end, e.start + 4)]
+            raise GenotypeError(
+                f"{source} line {line}: not UTF-8 text (byte {bad!r}); a genotype is a YAML "
+                "file: re-save it as UTF-8"
+            ) from None
         try:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
             data = yaml.safe_load(text)

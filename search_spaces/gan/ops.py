@@ -1,4 +1,4 @@
-"""alphaGAN's candidate operations (reference sheet §1.3, ``models/operations_gan.py``).
+"""alphaGAN's candidate operations (the reference's ``models/operations_gan.py``).
 
 Normal edges (C -> C, same size) choose among :data:`NORMAL_OPS`: three plain convolutions
 (ReLU -> Conv2d with bias, no BN) and three DARTS separable convolutions ([ReLU -> depthwise

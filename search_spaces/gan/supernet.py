@@ -1,4 +1,4 @@
-"""The alphaGAN generator supernet (reference sheet §1.1-§1.4).
+"""The alphaGAN generator supernet (docs/alphagan.md, "The search space").
 
 ``z -> Linear -> (width, bw, bw) -> 3 search cells (each 2x) -> BN, ReLU, 3x3 conv, tanh``.
 Every edge is a mixed op weighted by ``softmax(α)``.  Unlike the reference, the α are
@@ -7,7 +7,7 @@ in ``state_dict()`` and checkpoints; they are kept apart from the weights:
 :meth:`~GeneratorSupernet.weights` yields every parameter but α (give it to the weight
 optimiser) and :meth:`~GeneratorSupernet.alphas` the α (the architecture optimiser's).
 
-A worst-case copy (reference §2.3: G_w has its own α, weights and BN buffers) is
+A worst-case copy (the reference's ``find_worst``: G_w has its own α, weights and BN buffers) is
 ``copy.deepcopy(G)``, refreshed with ``G_w.load_state_dict(G.state_dict())``; freeze its α
 with ``for a in G_w.alphas(): a.requires_grad_(False)``.  ``forward(z, alphas=...)`` takes α
 from outside instead (raw logits with the keys and shapes of :data:`ALPHA_SHAPES`).
@@ -56,7 +56,7 @@ def init_alphas(scale: float = 1e-3) -> nn.ParameterDict:
 def genotype_from_alphas(
     alphas: Mapping[str, torch.Tensor], bottom_width: int, source: str = "supernet"
 ) -> Genotype:
-    """Derive a genotype: the argmax of α (= of softmax(α)) independently per edge (§3.1)."""
+    """Derive a genotype: the argmax of α (= of softmax(α)) independently per edge."""
     edges = {}
     for name in EDGE_NAMES:
         key, row = ALPHA_ROWS[name]

@@ -3,7 +3,7 @@
 An architecture is a list of ``num_layers`` layers.  Layer ``i`` reads **one** input
 (the stem for layer 0, otherwise one of the previous ``k`` layers), applies **one**
 of the eight candidate ops and adds **any subset** of the earlier layers 0..i-1
-as skip connections (TextNAS reference sheet §1.1).  :class:`Architecture` checks
+as skip connections (docs/textnas.md, "The search space").  :class:`Architecture` checks
 these rules on construction, so every instance is a valid member of the space.
 
 The YAML format (written by search and by :meth:`Architecture.save`)::
@@ -365,7 +365,7 @@ class Architecture:
     # ----------------------------------------------------------------- shipped
     @classmethod
     def released(cls) -> Architecture:
-        """The released TextNAS architecture (reference sheet §1.5)."""
+        """The released TextNAS architecture (NNI ``arc/final_arc.json``; docs/textnas.md)."""
         return _load_released()
 
 

@@ -311,7 +311,8 @@ def bidirectional_gru_summed(
     gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Run ``gru`` (a 1-layer bidirectional ``nn.GRU``) over x (B, C, L) -> (B, C, L), the two
-    directions summed, with the hand-written backward above (any float dtype). ``lengths`` (B,) gives the true lengths (None: no padding)."""
+    directions summed, with the hand-written backward above (any float dtype). ``lengths`` (B,)
+    gives the true lengths (None: no padding)."""
     steps = x.shape[2]
     index = None
     if lengths is not None and bool((lengths != steps).any()):

@@ -1,4 +1,4 @@
-"""The fixed TextNAS network: one architecture, only its chosen ops (reference sheet §1.1).
+"""The fixed TextNAS network: one architecture, only its chosen ops (docs/textnas.md).
 
     ids, mask -> embedding (300) -> dropout -> stem ConvBN 1x1 (300 -> C)
               -> 24 layers: op(input) + sum(skips) -> BatchNorm -> mask
@@ -25,7 +25,7 @@ class TextNASOptions:
     """Everything about the network that is not the architecture (also the config schema of
     the ``model``/``supernet`` sections, so each default is written only here).
 
-    Dropout is given as *keep* probabilities, as in the reference code (§1.2): 0.8 for
+    Dropout is given as *keep* probabilities, as in the reference code (NNI ``model.py``): 0.8 for
     retraining and the official search, 0.5 for NNI's search, 1.0 before the head.
     """
 
@@ -226,7 +226,7 @@ def reset_parameters(module: nn.Module, embedding_init: torch.Tensor | None = No
 
 
 def count_parameters(module: nn.Module, exclude_embedding: bool = True) -> int:
-    """Number of parameters, without the word embedding by default (as the sheet counts)."""
+    """Number of parameters, without the word embedding by default (as docs/textnas.md counts)."""
     return sum(
         p.numel()
         for name, p in module.named_parameters()

@@ -1,4 +1,4 @@
-"""The eight TextNAS candidate operations (reference sheet §1.2).
+"""The eight TextNAS candidate operations (NNI ``ops.py`` = the official ``child_model/ops.py``).
 
 Every op maps ``x`` of shape (B, C, L) (channels first, as in NNI and the official code) and a
 padding mask to a tensor of the same shape. The mask is passed as a float tensor of shape
@@ -8,7 +8,8 @@ mask multiplications (and GRU packing) in that case is what makes unpadded batch
 Two reference behaviours are switchable (README, "Faithful and fixed behaviour"):
 
 * ``masked_bn``: the reference BatchNorm computes its statistics over all (B, L) positions,
-  zero padding included (§5.3 item 5). ``True`` computes them over real tokens only.
+  zero padding included (docs/textnas.md, "Quirks of the reference code"). ``True`` computes
+  them over real tokens only.
 * ``maxpool_ignores_padding``: the reference max pool sees the zero-filled padding, so the last
   real token's output depends on whether padding follows it. ``True`` pools over real tokens only.
 """
@@ -68,7 +69,8 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 
     def sync_batchnorm(self, process_group: object | None = None) -> nn.Module:
         """This layer with its training statistics taken over every process (the form
-        ``Trainer(sync_batchnorm=True)`` converts it to; a stock ``SyncBatchNorm`` takes no mask)."""
+        ``Trainer(sync_batchnorm=True)`` converts it to; a stock ``SyncBatchNorm`` takes no
+        mask)."""
         from .sync_batchnorm import SyncMaskedBatchNorm1d
 
         return SyncMaskedBatchNorm1d.from_module(self, process_group)
@@ -187,7 +189,7 @@ class SelfAttention(nn.Module):
 
     Q, K, V = ReLU(Linear(C, C)) each; padded keys are excluded from the softmax; rows of padded
     queries are zeroed; dropout on the attention probabilities; heads concatenated -> mask ->
-    BatchNorm -> mask. No residual, FFN or positional encoding (reference sheet §1.2).
+    BatchNorm -> mask. No residual, FFN or positional encoding (as NNI's ``ops.py``).
     """
 
     def __init__(

@@ -1,10 +1,10 @@
 """The random architecture sampler of the TextNAS space (the ENAS controller is the learned one).
 
-:class:`RandomStrategy` is NNI's legacy ``RandomMutator`` as applied to TextNAS (reference sheet
-§2.5): per layer a uniform op, a uniform input among the allowed previous ``k`` layers (the stem
-for layer 0) and an independent Bernoulli(``skip_prob``) per possible skip.  It is the project's
-only random sampler: the random-search baseline, the supernet tests and the demo's random
-architecture all draw from it.
+:class:`RandomStrategy` is NNI's legacy ``RandomMutator`` (NNI <= 2.8) as applied to TextNAS
+(docs/textnas.md, "The search"): per layer a uniform op, a uniform input among the allowed
+previous ``k`` layers (the stem for layer 0) and an independent Bernoulli(``skip_prob``) per
+possible skip. It is the project's only random sampler: the random-search baseline, the supernet
+tests and the demo's random architecture all draw from it.
 
 All randomness comes from the ``torch.Generator`` passed to :meth:`RandomStrategy.sample`, and
 every sample consumes the same number of draws whatever it picks, so processes (DDP ranks) whose

@@ -1,4 +1,4 @@
-"""The weight-sharing TextNAS supernet (reference sheet §1.1, §2.3, §8).
+"""The weight-sharing TextNAS supernet (docs/textnas.md, "The search").
 
 Same structure as the fixed network (:mod:`search_spaces.text.network`), except that every layer
 holds *all* ops of the op set and ``forward`` is told which architecture to run::
@@ -11,13 +11,13 @@ holds *all* ops of the op set and ``forward`` is told which architecture to run:
 
 Parameter names depend only on the layer index and the op *name* (the op set is stored in
 :data:`OP_NAMES` order whatever order it was given in), never on construction order or on the
-sampled architecture, so the key-counter problem of NNI's legacy mutables (§5.3 item 6, §7)
+sampled architecture, so the key-counter problem of NNI's legacy mutables (NNI issue #2726)
 cannot happen. :meth:`TextNASSupernet.forward` computes only the selected input, op and skips,
 with exactly the arithmetic of the fixed network; :meth:`TextNASSupernet.fixed_state_dict` maps
 the shared weights to the parameter names of ``TextNASClassifier(TextNASEncoder(arch, ...))``
 so a retrain can start from inherited weights.
 
-BatchNorm statistics are shared by all sampled architectures, as in NNI (§5.3 item 5); an op's
+BatchNorm statistics are shared by all sampled architectures, as in NNI (docs/textnas.md); an op's
 BatchNorm running statistics move only in steps where that op is selected. With
 ``post_bn="with_skips"`` (official code) a layer that gets no skip has no post-sum BN: the
 supernet still owns ``layers.<i>.bn`` but does not apply it for that architecture.

@@ -2,7 +2,7 @@
 
 The TextNAS tests point every run at data written into temporary folders: the synthetic
 sentiment corpus (GLUE SST-2 TSVs and PTB trees) and tiny files in the real formats of the
-other GLUE tasks (reference sheet textnas.md section 6).
+other GLUE tasks (as GLUE's ``download_glue_data.py`` writes them).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Worker of ``tests/unit/backbone/test_sync_batchnorm.py``: imports torch and the text ops only, so the
-spawned processes start quickly."""
+"""Worker of ``tests/unit/backbone/test_sync_batchnorm.py``: imports torch and the text ops only,
+so the spawned processes start quickly."""
 
 from __future__ import annotations
 

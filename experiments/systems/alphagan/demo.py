@@ -3,7 +3,9 @@
 1. generate the CIFAR-10-format synthetic images (``data/synthetic-cifar10``, if missing) and run
    the ``alphagan_search_synthetic`` search on them: weight phase, worst-case copies, α steps on
    the duality gap, every epoch;
-2. report the derived genotype, the last sample grids (continuous supernet and argmax path) and
+2. retrain the derived genotype (``alphagan_train_synthetic``) and draw its samples beside the
+   untrained generator's, with the stand-in FID of each (``demo_retrain.py``);
+3. report the derived genotype, the last sample grids (continuous supernet and argmax path) and
    whether G's samples improved: the stand-in feature distance (random conv features, not FID)
    between 256 samples and the held-out images, for the weights the search started from and
    for the final ones.
@@ -22,7 +24,7 @@ from experiments.checkpoints import load_run
 from experiments.registry import DemoResult
 from experiments.run import train
 from experiments.systems.alphagan.search import build
-from lightning_modules.alphagan.feature_distance import FeatureDistance, generator_distance
+from lightning_modules.alphagan.feature_distance import GeneratorDistance
 from search_spaces.gan import Genotype
 
 EXPERIMENT = "alphagan_search_synthetic"
@@ -34,14 +36,13 @@ def sample_distances(ckpt: Path, num_samples: int = 256) -> tuple[float, float]:
     start, _ = build(run.cfg, None)  # same seed: the weights the search started from
     dm = run.datamodule
     dm.setup("fit")
-    out = []
+    out, distance = [], GeneratorDistance()  # the stand-in extractor: not comparable to FID
     for module in (start, run.module):
         g = torch.Generator().manual_seed(0)
         dim = module.model_cfg.latent_dim
         out.append(
             float(
-                generator_distance(
-                    FeatureDistance(),
+                distance(
                     module.generator,
                     dm.test_dataloader(),
                     dm.denormalize,
@@ -88,4 +89,9 @@ def demo(overrides: list[str]) -> DemoResult:
         ("α per edge over time", str(run_dir / "search" / "alpha_history.csv")),
     ]
     outputs += [("last sample grid", str(p)) for p in grids[-2:]]
-    return DemoResult("alphagan", rows, outputs, time.perf_counter() - start)
+    from experiments.systems.alphagan.demo_retrain import retrain_part
+
+    more_rows, more_outputs = retrain_part(run_dir / "genotype.yaml", overrides)
+    return DemoResult(
+        "alphagan", rows + more_rows, outputs + more_outputs, time.perf_counter() - start
+    )

@@ -1,4 +1,4 @@
-"""alphaGAN architecture search as an experiment system (reference sheet alphagan.md §2-§3.1).
+"""alphaGAN architecture search as an experiment system (docs/alphagan.md, "The search").
 
 ``python -m experiments train alphagan_search_cifar10`` runs the search
 (:class:`~lightning_modules.alphagan.search.AlphaGANSearch`) on the first/second halves of the
@@ -12,12 +12,13 @@ any search checkpoint into a new ``<timestamp>-derive`` folder;
 ``python -m experiments genotype alphagan_search_cifar10 FILE`` checks and draws a genotype file
 (or a shipped one: ``alphagan_l``, ``alphagan_s``) against the experiment's bottom width.
 
-Trainer notes (lightning.md §2-§4): manual optimization (``trainer.gradient_clip_val`` null);
-the epoch length is the search's own (``search.inner_steps``); under DDP each phase leaves
-some parameters without gradient (G in the D step, D and α in the G step), so the spec asks
-for ``find_unused_parameters`` and ``trainer.strategy=ddp`` runs as
-``ddp_find_unused_parameters_true``. Precision: ``32-true`` or ``bf16-mixed``; fp16 is refused
-(the worst-case copies step raw optimizers, which get no gradient scaler).
+Trainer notes (docs/alphagan.md, "Lightning notes"): manual optimization
+(``trainer.gradient_clip_val`` null); the epoch length is the search's own
+(``search.inner_steps``); under DDP each phase leaves some parameters without gradient (G in the D
+step, D and α in the G step), so the spec asks for ``find_unused_parameters`` and
+``trainer.strategy=ddp`` runs as ``ddp_find_unused_parameters_true``. Precision: ``32-true`` or
+``bf16-mixed``; fp16 is refused (the worst-case copies step raw optimizers, which get no gradient
+scaler).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from lightning_modules.alphagan.config import (
     SearchConfig,
     SearchOptimConfig,
 )
-from lightning_modules.alphagan.plots import alpha_heatmap, genotype_figure, save_figure
+from lightning_modules.alphagan.plots import alpha_heatmap, genotype_figure
 from lightning_modules.alphagan.search import AlphaGANSearch
+from lightning_modules.figures import save_figure
 from search_spaces.gan import GenotypeError, load_genotype, shipped_genotypes
 from search_spaces.gan.cell import CONV_ALGORITHMS
 
@@ -48,7 +50,8 @@ IMAGE_SIZES = {"cifar10": 32, "stl10": 48}
 
 @dataclass
 class AlphaGANDataConfig(ImageDataOptions):
-    """The image data (``datamodules.images.datamodule``) plus generated data for CPU runs and tests."""
+    """The image data (``datamodules.images.datamodule``) plus generated data for CPU runs and
+    tests."""
 
     generate: bool = False  # write a synthetic data set in the real format into root if missing
     generate_train: int = 2000  # images in the generated train split (halved by the search)

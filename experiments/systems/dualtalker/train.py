@@ -35,7 +35,8 @@ SPEECH_ENGINES = ("auto", "espeak", "formant")
 
 @dataclass
 class DualTalkerDataConfig(FaceDataOptions):
-    """The face data (``datamodules.face.datamodule``); ``generate`` writes the synthetic data set."""
+    """The face data (``datamodules.face.datamodule``); ``generate`` writes the synthetic data
+    set."""
 
     # true: when data.root holds no data yet, write the synthetic talking heads in the VOCASET
     # release format and convert them into root (make prepare-voca's code)
@@ -108,7 +109,8 @@ def datamodule(cfg: DictConfig, checkpoint: dict | None = None) -> FaceDataModul
 
 
 def _regions(dm: FaceDataModule) -> tuple[object, object]:
-    """The lip and upper-face sets, each None (that metric off, one warning) when the data has none."""
+    """The lip and upper-face sets, each None (that metric off, one warning) when the data has
+    none."""
     found = []
     for name in ("lip_vertices", "upper_face_vertices"):
         try:
@@ -129,7 +131,8 @@ def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[DualTalkerModule, F
     module. A run rebuilt from a checkpoint keeps the checkpoint's training subjects: the
     one-hot style indices must mean the same speakers."""
     dm = datamodule(cfg, checkpoint)
-    dm.setup("fit")
+    # eval of a checkpoint reads no training sequence (a resumed fit reads them when it starts)
+    dm.setup("validate" if checkpoint is not None else "fit")
     subjects = dm.train_subjects
     if checkpoint is not None:
         stored = list(checkpoint["hyper_parameters"]["train_subjects"])
@@ -195,6 +198,7 @@ def after_eval(ctx: RunContext) -> None:
 
 SPEC = SystemSpec(
     name="dualtalker",
+    summaries=lambda cfg: [("val/lve", "min"), ("test/lve", "min")],
     config_cls=DualTalkerConfig,
     build=build,
     datamodule=datamodule,

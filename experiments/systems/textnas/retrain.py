@@ -36,8 +36,9 @@ from search_spaces.text import (
 
 @dataclass
 class TextDataConfig(GlueDataOptions):
-    """A GLUE-style task read by :class:`datamodules.text.datamodule.GlueDataModule` (its options and
-    defaults are :class:`~datamodules.text.datamodule.GlueDataOptions`), plus the synthetic set switch."""
+    """A GLUE-style task read by :class:`datamodules.text.datamodule.GlueDataModule` (its options
+    and defaults are :class:`~datamodules.text.datamodule.GlueDataOptions`), plus the synthetic
+    set switch."""
 
     generate: bool = False  # write the synthetic SST-format data set into root if missing
 
@@ -62,7 +63,7 @@ class TextNASTrainConfig(RunConfig):
     data: TextDataConfig = field(default_factory=TextDataConfig)
     model: TextNASModelConfig = field(default_factory=TextNASModelConfig)
     optim: RetrainOptimConfig = field(default_factory=RetrainOptimConfig)
-    # Real global clipping at 5 (the reference's retraining clip is a no-op, §5.3); the
+    # Real global clipping at 5 (the reference's retraining clip is a no-op: docs/textnas.md); the
     # datamodule shards batches itself, so Lightning must not add a DistributedSampler.
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(gradient_clip_val=5.0, use_distributed_sampler=False)
@@ -81,7 +82,11 @@ def check_task(task: str) -> None:
 
 
 def check_network(section: str, node: DictConfig) -> None:
-    """The network options' own checks (``TextNASOptions.__post_init__``) as config errors."""
+    """The network options' own checks (``TextNASOptions.__post_init__``) as config errors,
+    and the sizes: ``width`` and ``embed_dim`` at least 1 (named as the user typed them)."""
+    for key in ("width", "embed_dim"):
+        if node[key] < 1:
+            raise ConfigError(f"{section}.{key} must be >= 1, got {node[key]}")
     try:
         OmegaConf.to_object(node)
     except ValueError as e:
@@ -175,7 +180,9 @@ def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASRetrainModul
         inherited = inherited_supernet(cfg, architecture) if cfg.model.init_from else None
         vocab = inherited.vocab if inherited is not None else None
         dm = build_datamodule(cfg.data, cfg.model.embed_dim, cfg.seed, vocab=vocab)
-    dm.setup("fit")
+    # A rebuilt run has the checkpoint's vocabulary: read only the validation files now (eval
+    # and derive need no train file; a resumed fit reads it when it starts).
+    dm.setup("validate" if checkpoint is not None else "fit")
     module = TextNASRetrainModule(
         architecture=architecture.to_dict(),
         vocab_size=len(dm.vocab),
@@ -206,7 +213,7 @@ def inherited_supernet(cfg: DictConfig, architecture: Architecture) -> _Inherite
     path = Path(str(cfg.model.init_from)).expanduser()
     if not path.is_file():
         raise ConfigError(f"model.init_from: no such checkpoint: {path}")
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, "model.init_from")
     system = (ckpt.get("suite") or {}).get("system")
     if system != "textnas_search":
         raise ConfigError(
@@ -260,6 +267,7 @@ def after_fit(ctx: RunContext) -> None:
 
 SPEC = SystemSpec(
     name="textnas_train",
+    summaries=lambda cfg: [("val/acc", "max"), ("test/acc", "max")],
     config_cls=TextNASTrainConfig,
     build=build,
     datamodule=datamodule,

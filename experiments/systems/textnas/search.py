@@ -1,4 +1,4 @@
-"""TextNAS architecture search as an experiment system (reference sheet textnas.md §2.2-§2.3, §8).
+"""TextNAS architecture search as an experiment system (docs/textnas.md, "The search").
 
 ``python -m experiments train textnas_search_sst5`` runs the one-shot search
 (:class:`~lightning_modules.textnas.search.TextNASSearchModule`); when it ends, rank 0 derives
@@ -11,10 +11,10 @@ samples plus the controller's argmax, ranked on the full validation set) and wri
 ``python -m experiments derive textnas_search_synthetic ckpt=PATH [search.derive_samples=N]``
 redoes the derive from a search checkpoint into a new ``<timestamp>-derive`` folder.
 
-Trainer notes (lightning.md §2-§3): manual optimization, so ``trainer.gradient_clip_val`` must be
-null (the module clips with ``self.clip_gradients``); the datamodule shards batches itself
-(``use_distributed_sampler=False``); each backward leaves the ops of the unsampled paths (and
-the other optimizer's module) without gradient, so the spec asks for
+Trainer notes (docs/textnas.md, "Lightning notes"): manual optimization, so
+``trainer.gradient_clip_val`` must be null (the module clips with ``self.clip_gradients``); the
+datamodule shards batches itself (``use_distributed_sampler=False``); each backward leaves the ops
+of the unsampled paths (and the other optimizer's module) without gradient, so the spec asks for
 ``find_unused_parameters`` and ``trainer.strategy=ddp`` (``preset=trainer/ddp``) runs as
 ``ddp_find_unused_parameters_true``.
 """
@@ -99,7 +99,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"supernet.init: unknown init '{s.init}'; valid: {', '.join(INITS)}")
     if cfg.search.strategy not in STRATEGIES:
         raise ConfigError(
-            f"search.strategy: unknown strategy '{cfg.search.strategy}'; valid: {', '.join(STRATEGIES)}"
+            f"search.strategy: unknown strategy '{cfg.search.strategy}'; "
+            f"valid: {', '.join(STRATEGIES)}"
         )
     for key in ("controller_every", "controller_steps", "derive_samples"):
         if cfg.search[key] < 0:
@@ -122,7 +123,9 @@ def datamodule(cfg: DictConfig, checkpoint: dict | None = None) -> GlueDataModul
 def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASSearchModule, GlueDataModule]:
     prepare_process(cfg)
     dm = datamodule(cfg, checkpoint)
-    dm.setup("fit")
+    # A rebuilt run has the checkpoint's vocabulary: read only the validation files now (eval
+    # and derive need no train file; a resumed fit reads it when it starts).
+    dm.setup("validate" if checkpoint is not None else "fit")
     module = TextNASSearchModule(
         vocab_size=len(dm.vocab),
         num_classes=dm.num_classes,
@@ -138,7 +141,8 @@ def build(cfg: DictConfig, checkpoint: dict | None) -> tuple[TextNASSearchModule
 
 
 def full_val_loader(dm: GlueDataModule) -> Any:
-    """The whole first validation split, whatever the rank (the datamodule shards by its trainer)."""
+    """The whole first validation split, whatever the rank (the datamodule shards by its
+    trainer)."""
     trainer = dm.trainer
     dm.trainer = None
     try:
@@ -201,6 +205,7 @@ def derive_command(cfg: DictConfig, args: list[str]) -> int:
 
 SPEC = SystemSpec(
     name="textnas_search",
+    summaries=lambda cfg: [("search/reward", "max"), ("val/acc", "max")],
     config_cls=TextNASSearchConfig,
     build=build,
     datamodule=datamodule,

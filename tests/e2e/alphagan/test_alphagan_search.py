@@ -112,7 +112,7 @@ def test_run_folder_holds_genotype_samples_and_alpha_history(search_run) -> None
         "train/d_loss",
         "train/g_loss",
         "worst/d_loss",
-        "search/feature_distance",
+        "search/fid_standin",
         "lr/g",
         "lr/d",
         "lr/alpha",

@@ -12,11 +12,11 @@ from lightning.pytorch.callbacks import Callback
 
 from experiments import registry
 from experiments.__main__ import cli
-from experiments.config import to_yaml
+from experiments.config import ConfigError, to_yaml
 from experiments.demo import closing_table, run_demos
 from experiments.registry import DemoResult, SystemSpec, list_experiments
 from experiments.run import compose_experiment, resolve
-from experiments.trainer import build_callbacks, trainer_kwargs
+from experiments.trainer import build_callbacks, fit_ddp_to_system, trainer_kwargs
 from lightning_modules.callbacks import MediaLogger
 from lightning_modules.layer_sync import SyncBatchNormLayers
 from tests.e2e.conftest import tree_hashes
@@ -117,17 +117,37 @@ def _spec(**kw) -> SystemSpec:
     )
 
 
+def ddp_arguments(cfg, spec: SystemSpec) -> dict | None:
+    """What the Trainer built from ``cfg`` passes to DistributedDataParallel (None: no DDP)."""
+    import lightning as L
+    from lightning.pytorch.strategies import DDPStrategy
+
+    trainer = L.Trainer(**trainer_kwargs(cfg, spec), logger=False, enable_checkpointing=False)
+    fit_ddp_to_system(trainer.strategy, spec)
+    strategy = trainer.strategy
+    return dict(strategy._ddp_kwargs) if isinstance(strategy, DDPStrategy) else None
+
+
 def test_what_a_system_asks_of_the_trainer(tmp_path):
-    _, cfg = resolve("textnas_train_synthetic", ["preset=trainer/ddp", "trainer.devices=2"])
+    _, cfg = resolve(
+        "textnas_train_synthetic",
+        ["preset=trainer/ddp", "trainer.devices=2", "trainer.accelerator=cpu"],
+    )
     plain = trainer_kwargs(cfg, _spec())
     assert plain["strategy"] == "ddp" and isinstance(plain["plugins"][0], SyncBatchNormLayers)
-    assert (
-        trainer_kwargs(cfg, _spec(find_unused_parameters=True))["strategy"]
-        == "ddp_find_unused_parameters_true"
-    )
+    assert "find_unused_parameters" not in ddp_arguments(cfg, _spec())
+    unused = _spec(find_unused_parameters=True)
+    assert ddp_arguments(cfg, unused)["find_unused_parameters"] is True
     cfg.trainer.strategy, cfg.trainer.sync_batchnorm = "ddp_spawn", False
-    kwargs = trainer_kwargs(cfg, _spec(find_unused_parameters=True))
-    assert kwargs["strategy"] == "ddp_spawn_find_unused_parameters_true" and "plugins" not in kwargs
+    assert "plugins" not in trainer_kwargs(cfg, unused)
+    assert ddp_arguments(cfg, unused) == {"find_unused_parameters": True}
+    cfg.trainer.strategy = "auto"  # several devices: Lightning picks plain ddp
+    assert ddp_arguments(cfg, unused) == {"find_unused_parameters": True}
+    cfg.trainer.devices = 1
+    assert ddp_arguments(cfg, unused) is None
+    cfg.trainer.strategy, cfg.trainer.devices = "ddp_find_unused_parameters_false", 2
+    with pytest.raises(ConfigError, match="use trainer.strategy=ddp$"):
+        trainer_kwargs(cfg, unused)
 
     class Mine(Callback):
         pass

@@ -449,7 +449,8 @@ def test_synthetic_sst2_learns_beyond_bag_of_words(tmp_path):
     bow_acc, bow_train_acc = _bag_of_words_accuracy(dm)
 
     print(
-        f"textnas {textnas_acc:.3f}  bag of words {bow_acc:.3f} (train {bow_train_acc:.3f})  majority {majority:.3f}"
+        f"textnas {textnas_acc:.3f}  bag of words {bow_acc:.3f} (train {bow_train_acc:.3f})  "
+        f"majority {majority:.3f}"
     )
     assert textnas_acc >= 0.88
     assert textnas_acc >= majority + 0.25

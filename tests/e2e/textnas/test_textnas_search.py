@@ -186,11 +186,14 @@ def test_config_errors(override, words, sst_dir, tmp_path):
 def test_plain_ddp_runs_with_unused_parameter_search():
     """Plain ddp (preset=trainer/ddp) is accepted: the system declares that each backward
     leaves the unsampled ops without gradient, and the Trainer gets the strategy that allows it."""
-    from experiments.trainer import trainer_kwargs
+    from tests.e2e.backbone.test_backbone import ddp_arguments
 
-    spec, cfg = resolve("textnas_search_synthetic", ["preset=trainer/ddp", "trainer.devices=2"])
+    spec, cfg = resolve(
+        "textnas_search_synthetic",
+        ["preset=trainer/ddp", "trainer.devices=2", "trainer.accelerator=cpu"],
+    )
     assert cfg.trainer.strategy == "ddp" and spec.find_unused_parameters
-    assert trainer_kwargs(cfg, spec)["strategy"] == "ddp_find_unused_parameters_true"
+    assert ddp_arguments(cfg, spec)["find_unused_parameters"] is True
 
 
 def test_cli_k_too_large_is_one_error_line(sst_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Hinge losses and the duality gap against hand computations (alphagan.md §2.2)."""
+"""Hinge losses and the duality gap against hand computations (docs/alphagan.md, "The search")."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def _gap(module):
 
 
 def test_alpha_gradient_only_through_minmax_as_the_reference() -> None:
-    """G_w holds its own frozen α: the maxmin term gives α no gradient (§2.2, measured)."""
+    """G_w holds its own frozen α: the maxmin term gives α no gradient (as in the reference)."""
     module = tiny_module()
     gap = _gap(module)
     g_gap, g_minmax = _alpha_grads(module, gap.gap), _alpha_grads(module, gap.minmax)

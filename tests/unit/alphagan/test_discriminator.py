@@ -1,4 +1,4 @@
-"""Tests for AutoGAN's discriminator (alphaGAN reference sheet §1.6)."""
+"""Tests for AutoGAN's discriminator (docs/alphagan.md, "The search")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Tests for the alphaGAN search space: ops, mixed edges, the supernet and the plain generator.
 
-Parameter counts are the ones measured on the reference code (reference sheet §1.6-§1.7);
+Parameter counts are the ones measured on the reference code (docs/alphagan.md);
 the width-256 networks are only built, never run.
 """
 

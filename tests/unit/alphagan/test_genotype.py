@@ -18,7 +18,7 @@ from search_spaces.gan import (
     space_size,
 )
 
-# Independent transcription of the reference's models/genotypes.py (reference sheet §1.7):
+# Independent transcription of the reference's models/genotypes.py (yuesongtian/AlphaGAN):
 # per cell (normal N0 N1 N2, up UP0 UP1), then skip_2 and skip_3 (x4, x2).
 REFERENCE = {
     "alphagan_l": (
@@ -125,7 +125,8 @@ BAD = [
     (
         "conv_5x5, conv_1x1, conv_3x3",
         "conv_5x5, conv_9x9, conv_3x3",
-        r"g\.yaml line 4: edge cell2\.normal1: unknown op 'conv_9x9' \(ops: conv_1x1, conv_3x3, conv_5x5, sep_conv_3x3, sep_conv_5x5, sep_conv_7x7\)",
+        r"g\.yaml line 4: edge cell2\.normal1: unknown op 'conv_9x9' \(ops: conv_1x1, conv_3x3, "
+        r"conv_5x5, sep_conv_3x3, sep_conv_5x5, sep_conv_7x7\)",
     ),
     (
         "up: [deconv, bilinear]\n  - {",

@@ -1,4 +1,5 @@
-"""ImageDataModule and the CIFAR-10 / STL-10 readers on small generated files in the real formats."""
+"""ImageDataModule and the CIFAR-10 / STL-10 readers on small generated files in the real
+formats."""
 
 from __future__ import annotations
 
@@ -115,7 +116,7 @@ def test_stl_resized_to_48_as_pil_does(stl: SyntheticImages) -> None:
 def test_stl_train_split_adds_unlabeled(stl: SyntheticImages) -> None:
     dm = module(stl.folder.parent, dataset="stl10", split="train")
     summary = dm.data_summary()
-    assert list(summary["splits"]) == ["train"]
+    assert list(summary["splits"]) == ["train", "test"]  # the test split is read and checked too
     assert summary["splits"]["train"]["size"] == 46
     assert summary["splits"]["train"]["labels"]["unlabeled"] == 6
     assert dm._datasets["train"].labels[-6:].tolist() == [-1] * 6
@@ -313,8 +314,11 @@ def test_search_split_by_index(cifar: SyntheticImages) -> None:
 def test_drop_last_and_batch_size_above_half(cifar: SyntheticImages) -> None:
     dm = module(cifar.folder, batch_size=32)
     assert len(dm.train_dataloader()) == 3 and len(list(dm.arch_dataloader())) == 3  # 100 // 32
+    small = module(cifar.folder, batch_size=128)  # the data can be read and shown ...
     with pytest.raises(DataError, match=r"halves of 100 and 100, fewer than data\.batch_size=128"):
-        module(cifar.folder, batch_size=128)
+        small.train_dataloader()  # ... but not trained on
+    with pytest.raises(DataError, match=r"halves of 100 and 100"):
+        small.arch_dataloader()
 
 
 def test_arch_loader_shards_two_ranks(cifar: SyntheticImages) -> None:

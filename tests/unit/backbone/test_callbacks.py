@@ -1,21 +1,18 @@
-"""The shared callbacks: the media logger (disk + W&B) and the EMA of a module's weights."""
+"""The shared callbacks: the media logger (disk + W&B)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from matplotlib.figure import Figure
 from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.callbacks import EMA, MediaLogger, find_callback, media_logger
+from lightning_modules.callbacks import MediaLogger, find_callback, media_logger
 
 # ------------------------------------------------------------------------------ media logger
 
@@ -104,78 +101,3 @@ def test_media_logger_is_found_or_made_disk_only(tmp_path):
     made = media_logger(trainer)  # type: ignore[arg-type]
     assert find_callback(trainer, MediaLogger) is made and media_logger(trainer) is made  # type: ignore[arg-type]
     assert made.log_image("k", np.ones((1, 1))) == tmp_path / "k/step_000007.png"
-
-
-# ------------------------------------------------------------------------------------- EMA
-
-
-class Tiny(L.LightningModule):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return nn.functional.mse_loss(self.net(x).squeeze(-1), y)
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def _loader() -> DataLoader:
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(48, 3, generator=g)
-    return DataLoader(TensorDataset(x, x.sum(1)), batch_size=8)
-
-
-def _trainer(tmp_path: Path, epochs: int, ema: EMA, **kw) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=epochs,
-        callbacks=[ema],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        **kw,
-    )
-
-
-def test_ema_follows_the_formula():
-    """avg <- d * avg + (1 - d) * w after each update, started at the weights; buffers copied."""
-    module = Tiny()
-    ema = EMA("net", decay=0.9, every_n_batches=0)
-    ema.on_fit_start(None, module)  # type: ignore[arg-type]
-    w0 = module.net[0].weight.detach().clone()
-    with torch.no_grad():
-        module.net[0].weight.add_(1.0)
-        module.net[1].running_mean.fill_(3.0)
-    ema.update(module)
-    expected = 0.9 * w0 + 0.1 * (w0 + 1.0)
-    torch.testing.assert_close(ema.shadow["0.weight"], expected)
-    assert torch.equal(ema.shadow["1.running_mean"], torch.full((4,), 3.0))
-    with ema.averaged(module) as net:
-        torch.testing.assert_close(net[0].weight, expected)
-    torch.testing.assert_close(module.net[0].weight, w0 + 1.0)  # swapped back
-    torch.testing.assert_close(ema.copy(module)[0].weight, expected)
-    with pytest.raises(ValueError):
-        EMA("net", decay=1.0)
-
-
-def test_ema_resume_is_exact(tmp_path):
-    """3 epochs at once == 1 epoch, checkpoint, resume to 3: bit-identical averages."""
-    full = EMA("net", decay=0.8)
-    _trainer(tmp_path / "a", 3, full).fit(Tiny(), _loader())
-
-    first = EMA("net", decay=0.8)
-    trainer = _trainer(tmp_path / "b", 1, first)
-    trainer.fit(Tiny(), _loader())
-    ckpt = tmp_path / "b.ckpt"
-    trainer.save_checkpoint(ckpt)
-    assert torch.load(ckpt, weights_only=True)["callbacks"]["EMA[net]"]["num_updates"] == 6
-    resumed = EMA("net", decay=0.8)
-    _trainer(tmp_path / "c", 3, resumed).fit(Tiny(), _loader(), ckpt_path=ckpt, weights_only=True)
-    assert resumed.num_updates == full.num_updates == 18
-    for name, value in full.shadow.items():
-        assert torch.equal(resumed.shadow[name], value), name
-    assert not torch.equal(full.shadow["0.weight"], Tiny().net[0].weight)  # it moved

@@ -26,8 +26,10 @@ def test_a_missing_package_is_named_with_its_apt_package(tmp_path):
     proc = _run("check", str(listing))
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
-        "error: the system package 'nosuch-lib-1' is missing (Debian/Ubuntu: sudo apt-get install nosuch-lib-1)",
-        "error: the system package 'nosuch-tool' is missing (Debian/Ubuntu: sudo apt-get install nosuch-tool)",
+        "error: the system package 'nosuch-lib-1' is missing "
+        "(Debian/Ubuntu: sudo apt-get install nosuch-lib-1)",
+        "error: the system package 'nosuch-tool' is missing "
+        "(Debian/Ubuntu: sudo apt-get install nosuch-tool)",
     ]
     assert _run("list", str(listing)).stdout.split() == ["nosuch-lib-1", "bash", "nosuch-tool"]
 

@@ -1,4 +1,4 @@
-"""The periodic ALiBi causal bias and its per-sample batch form (reference sheet §3)."""
+"""The periodic ALiBi causal bias and its per-sample batch form (FaceFormer's faceformer.py)."""
 
 from __future__ import annotations
 

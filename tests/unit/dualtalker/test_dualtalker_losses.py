@@ -55,7 +55,17 @@ def test_total_is_rec_plus_weighted_dual_and_consistency() -> None:
     assert torch.allclose(losses["dual"], dual)
     assert torch.allclose(losses["cons_cosine"], cosine)
     assert torch.allclose(losses["cons"], losses["cons_cosine"] + losses["cons_infonce"])
-    expected = losses["rec"] + 0.3 * losses["dual"] + 0.7 * losses["cons"]
+    # each sequence's auxiliary terms weighted by its motion energy E_i (mean squared GT offset)
+    aux = []
+    for i, n in enumerate([5, 4]):
+        energy = (out.target[i, :n] - out.template[i]).square().mean()
+        one = {
+            k: v[i : i + 1, :n] for k, v in vars(out).items() if k != "template" and v is not None
+        }
+        terms = compute_losses(DualTalkerOutput(template=out.template[i : i + 1], **one), options)
+        assert torch.allclose(terms["aux_scale"], energy)
+        aux.append(energy * (0.3 * terms["dual"] + 0.7 * terms["cons"]))
+    expected = losses["rec"] + torch.stack(aux).mean()
     assert torch.allclose(losses["loss"], expected)
 
 
@@ -85,7 +95,7 @@ def test_infonce_is_cross_entropy_over_each_sequences_own_frames() -> None:
         per_seq.append(
             0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
         )
-    assert torch.allclose(got, torch.stack(per_seq).mean(), atol=1e-6)
+    assert torch.allclose(got, torch.stack(per_seq), atol=1e-6)  # (B,): one per sequence
 
 
 def test_ctc_is_per_character_and_zero_without_a_transcript() -> None:

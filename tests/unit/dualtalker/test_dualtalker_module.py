@@ -64,9 +64,13 @@ def test_loss_is_rec_plus_weighted_dual_and_consistency():
     b = batch([0, 1])
     out = m(b)
     parts = m.losses(out)
-    expected = parts["rec"] + 0.5 * parts["dual"] + 0.25 * parts["cons"]
-    assert torch.allclose(parts["loss"], expected)
-    assert torch.allclose(parts["loss"], compute_losses(out, m.options)["loss"])
+    # the auxiliary terms weighted by the batch's motion energy (one sequence: a scalar)
+    single = [m.losses(m({k: v[i : i + 1] for k, v in b.items()})) for i in range(2)]
+    for p in single:
+        expected = p["rec"] + p["aux_scale"] * (0.5 * p["dual"] + 0.25 * p["cons"])
+        assert torch.allclose(p["loss"], expected)
+    assert torch.allclose(parts["loss"], (single[0]["loss"] + single[1]["loss"]) / 2)
+    assert torch.equal(parts["loss"], compute_losses(out, m.options)["loss"])  # one place
     off = module(dual_target="none", consistency="none")  # the FaceFormer baseline
     parts = off.losses(off(b))
     assert "dual" not in parts and "cons" not in parts

@@ -259,14 +259,15 @@ def test_audio_and_vertices_of_different_lengths(tmp_path: Path) -> None:
     root = copy_of(biwi(), tmp_path / "biwi")
     path = root / "vertices_npy" / "M3_e01.npy"
     stored = np.load(path)
-    np.save(path, np.concatenate([stored, stored[:5]]))
+    np.save(path, np.concatenate([stored, stored[:10]]))  # 0.4 s more than the audio
     seconds = read_wav_info(root / "wav" / "M3_e01.wav").seconds
     _setup_error(
         root,
         rf"sequence M3_e01: the audio lasts {seconds:.3f} s .* the vertices "
-        rf"{(len(stored) + 5) / 25:.3f} s \({len(stored) + 5} frames",
+        rf"{(len(stored) + 10) / 25:.3f} s \({len(stored) + 10} frames",
     )
-    biwi_dm(root, length_tolerance=6).setup("fit")  # a looser tolerance accepts it
+    with pytest.warns(UserWarning, match="sequence M3_e01: .* both cut to"):
+        biwi_dm(root, length_tolerance_s=0.5).setup("fit")  # within the tolerance: cut
 
 
 def test_a_vertices_file_with_another_vertex_count(tmp_path: Path) -> None:

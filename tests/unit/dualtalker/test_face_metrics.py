@@ -1,4 +1,4 @@
-"""LVE and FDD against a numpy port of CodeTalker's cal_metric.py (reference sheet §9)."""
+"""LVE and FDD against a numpy port of CodeTalker's main/cal_metric.py (Doubiiu/CodeTalker)."""
 
 from __future__ import annotations
 

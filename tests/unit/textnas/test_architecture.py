@@ -37,15 +37,16 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "textnas"
 NNI_JSON = FIXTURES / "final_arc.json"
 OFFICIAL_TXT = FIXTURES / "fixed_arc_sst2.txt"
 
-# Independent transcription of the reference sheet, §1.5 (op <- input [skips]).
+# Independent transcription of docs/textnas.md, "The released architecture" (op <- input [skips]).
 RELEASED_TEXT = """
 L0 maxpool<-stem  L1 attn<-0  L2 conv7<-0  L3 biGRU<-2 [1,2]  L4 conv3<-2 [1]  L5 conv3<-4 [2,4]
 L6 conv1<-5 [2,3,4,5]  L7 biGRU<-2 [1,2]  L8 maxpool<-4 [1,3,4,6,7]  L9 maxpool<-6 [5,7,8]
 L10 attn<-5 [0,1,4,7,8]  L11 avgpool<-6 [0,3,4,5,6]  L12 conv3<-10 [0,1,3,5,8]
 L13 conv5<-11 [0,1,6,9,10,12]  L14 conv1<-12 [2,6,7,8,10,11]  L15 conv7<-14 [0,6,10,11,14]
 L16 conv5<-14 [9,10,12,14]  L17 avgpool<-16 [1,2,3,4,7,9,14]  L18 conv7<-15 [5,13,14,15,17]
-L19 conv7<-16 [3,10,14]  L20 maxpool<-16 [0,1,10,11,14,15,16,17]  L21 attn<-16 [1,2,3,7,9,10,11,12,14]
-L22 attn<-21 [2,3,4,5,7,9,10,15,21]  L23 conv7<-21 [0,3,7,12,16]
+L19 conv7<-16 [3,10,14]  L20 maxpool<-16 [0,1,10,11,14,15,16,17]
+L21 attn<-16 [1,2,3,7,9,10,11,12,14]  L22 attn<-21 [2,3,4,5,7,9,10,15,21]
+L23 conv7<-21 [0,3,7,12,16]
 """
 
 

@@ -11,8 +11,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from lightning_modules.figures import save_figure
 from lightning_modules.textnas.derive import derive, evaluate_architecture, write_derived
-from lightning_modules.textnas.plots import architecture_figure, op_frequency_figure, save_figure
+from lightning_modules.textnas.plots import architecture_figure, op_frequency_figure
 from lightning_modules.textnas.search import TextNASSearchModule
 from search_spaces.text import OP_NAMES, Architecture
 
@@ -119,7 +120,7 @@ def test_controller_phase_every_n_child_steps_and_own_counters(tmp_path):
     _trainer(tmp_path, batches=6, callbacks=[rec]).fit(module, datamodule=data)
     # controller_every=2, controller_steps=3: after child steps 2, 4, 6
     assert [r[:2] for r in rec.rows] == [(1, 0), (2, 3), (3, 3), (4, 6), (5, 6), (6, 9)]
-    # global_step counts the steps of both optimizers (lightning.md §2)
+    # global_step counts the steps of both optimizers (Lightning issue #17958)
     assert [r[2] for r in rec.rows] == [1, 5, 6, 10, 11, 15]
     assert int(module.val_cursor) == 9
     changed = [

@@ -213,9 +213,9 @@ def test_parameter_names_do_not_depend_on_seed_order_or_architecture() -> None:
 
 def test_padding_does_not_change_outputs_in_eval() -> None:
     """Eval mode (running BN statistics), ``maxpool_ignores_padding=True``: padded and unpadded
-    batches agree. The reference max pool sees padding zeros (§1.2, test_text_network.py); that
-    faithful behaviour is shown by the second half: with negative layer outputs, the padded
-    zeros win the max at the last real token and the logits change."""
+    batches agree. The reference max pool sees padding zeros (NNI ``ops.py``,
+    test_text_network.py); that faithful behaviour is shown by the second half: with negative layer
+    outputs, the padded zeros win the max at the last real token and the logits change."""
     torch.manual_seed(0)
     fixed_opts = TextNASOptions(**SMALL, maxpool_ignores_padding=True)
     supernet = TextNASSupernet(VOCAB, num_layers=24, options=fixed_opts).eval()
@@ -344,7 +344,7 @@ def test_random_strategy_statistics() -> None:
 # -------------------------------------------------------------- (7) parameter count
 
 
-# Reference sheet §1.4, per op at C = 256 (weights + bias + BN affine).
+# docs/textnas.md, "Parameter counts", per op at C = 256 (weights + bias + BN affine).
 PER_OP_256 = {
     "conv1": 66_304,
     "conv3": 197_376,
@@ -377,9 +377,9 @@ def test_parameter_count_matches_the_reference_sheet() -> None:
     expected = _expected_supernet_params(256, PER_OP_256)
     assert expected == 49_028_125  # 24 x 2,039,552 + stem 77,568 + combine 24 + head 1,285
     assert count_parameters(supernet) == expected
-    assert round(expected / 1e6, 2) == 49.03  # §1.4: 49.03 M, 2.04 M per layer
+    assert round(expected / 1e6, 2) == 49.03  # docs/textnas.md: 49.03 M, 2.04 M per layer
     assert count_parameters(supernet, exclude_embedding=False) == expected + 100 * 300
-    with torch.device("meta"):  # the official search width: §1.4 says 0.80 M
+    with torch.device("meta"):  # the official search width: 0.80 M
         small = TextNASSupernet(100, num_layers=24, k=5, options=TextNASOptions(width=32))
     assert count_parameters(small) == 795_549
     assert round(count_parameters(small) / 1e6, 2) == 0.80

@@ -17,7 +17,7 @@ from tests.helpers.textnas import random_arch
 
 
 def test_released_architecture_has_the_papers_parameter_count() -> None:
-    """Reference sheet §1.4: 6,140,957 at C=256 with a 5-class head, embedding excluded."""
+    """docs/textnas.md: 6,140,957 at C=256 with a 5-class head, embedding excluded."""
     encoder = TextNASEncoder(
         Architecture.released(), vocab_size=50, options=TextNASOptions(width=256)
     )

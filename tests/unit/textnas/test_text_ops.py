@@ -112,7 +112,7 @@ def test_fused_attention_matches_the_reference_arithmetic() -> None:
 
 def test_attention_has_no_output_projection_and_reference_parameter_count() -> None:
     op = SelfAttention(256)
-    # Q, K, V Linear(C, C) with bias, plus BatchNorm affine (reference sheet §1.4).
+    # Q, K, V Linear(C, C) with bias, plus BatchNorm affine (NNI ``ops.py``).
     assert sum(p.numel() for p in op.parameters()) == 197_888
 
 

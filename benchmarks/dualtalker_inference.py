@@ -1,0 +1,211 @@
+"""DualTalker inference benchmark: frames per second and peak memory against the audio's length,
+with and without the key/value cache (``python -m benchmarks.dualtalker --inference``).
+
+The network is the training bench's FaceFormer configuration (``benchmarks.dualtalker.build``:
+``faceformer-bench`` wav2vec, d 64, one decoder layer, 4 heads, 8 subjects, VOCA's 5023
+vertices, 30 fps), in eval mode, fp32, batch 1, on 2 s, 10 s, 60 s and 600 s of Gaussian audio.
+
+- ``cached``: ``DualTalker.predict``, the suite's inference (key/value cache allocated once,
+  one bias row per step, wav2vec 2.0 in 20 s windows with 5 s of context beyond 30 s);
+- ``uncached``: the same audio tokens, then the decoder re-run on the whole prefix at every
+  step (FaceFormer's loop, which also maps the whole prefix to V*3 at every step; here only the
+  last frame is mapped, so this is the cache's own effect). Quadratic: by default it stops at
+  60 s (``--uncached-max-seconds``).
+
+Each case runs in a child process of its own (a warm-up on 1 s first), which reports its wall
+time and its peak memory above what it held before the case: on CPU the peak resident set
+(``ru_maxrss``) minus the resident set before it, on CUDA ``max_memory_allocated`` minus the
+allocated memory before it.
+
+Targets (issue 19): cached at least 5x faster than uncached at 10 s; 60 s at most about 7x
+the 10 s cost; peak memory at most linear in the length.
+
+    python -m benchmarks.dualtalker --inference [--seconds 2 10 60 600] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.machine import describe_machine
+
+SAMPLE_RATE = 16_000
+SECONDS = (2, 10, 60, 600)
+
+
+@torch.no_grad()
+def uncached_predict(net, audio: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """The decoder re-run on the whole prefix at every step (no key/value cache)."""
+    tokens, frames = net.audio_encoder(audio, None, None)
+    length = int(frames.max())
+    s = net.style(F.one_hot(style, net.num_subjects).float())
+    mask = torch.ones(audio.shape[0], length, dtype=torch.bool, device=audio.device)
+    inputs, outputs = s[:, None], []
+    for t in range(length):
+        y = net.decoder(net.ppe(inputs), tokens, mask[:, : t + 1])[:, -1:]
+        outputs.append(y)
+        inputs = torch.cat([inputs, net.motion_encoder(net.head(y)) + s[:, None]], dim=1)
+    return net.head(torch.cat(outputs, dim=1))
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def run_case(seconds: float, cached: bool, device: str, threads: int) -> dict:
+    """One case in this process (the child's side)."""
+    from benchmarks.dualtalker import build
+
+    torch.set_num_threads(threads)
+    net = build("faceformer", device).eval()
+    g = torch.Generator().manual_seed(0)
+    style = torch.tensor([0], device=device)
+    template = torch.zeros(1, net.head.out_features, device=device)
+
+    def run(length: float) -> torch.Tensor:
+        audio = (torch.randn(1, int(length * SAMPLE_RATE), generator=g) * 0.1).to(device)
+        if cached:
+            return net.predict(audio, template, style)[0]
+        return uncached_predict(net, audio, style) + template[:, None]
+
+    run(1.0)  # warm-up
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() / 2**20
+    else:
+        before = _resident_mb()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    vertices = run(seconds)
+    if cuda:
+        torch.cuda.synchronize()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20 - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return {
+        "audio_seconds": seconds,
+        "mode": "cached" if cached else "uncached",
+        "frames": int(vertices.shape[1]),
+        "seconds": elapsed,
+        "frames_per_s": vertices.shape[1] / elapsed,
+        "cpu_seconds": cpu,  # all threads of the process: steadier than wall on a busy machine
+        "peak_memory_mb": peak,
+        "device": device,
+    }
+
+
+def child(seconds: float, cached: bool, device: str, threads: int, timeout: float) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.dualtalker_inference",
+        "--case",
+        str(seconds),
+        "--mode",
+        "cached" if cached else "uncached",
+        "--device",
+        device,
+        "--threads",
+        str(threads),
+    ]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        mode = "cached" if cached else "uncached"
+        return {"audio_seconds": seconds, "mode": mode, "skipped": f"over {timeout:.0f} s"}
+    if done.returncode:
+        raise RuntimeError(f"case {seconds} s failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summarise(results: list[dict]) -> dict:
+    """The targets' ratios from the measured cases."""
+    timed = {(r["mode"], r["audio_seconds"]): r for r in results if "seconds" in r}
+    out = {}
+    for clock in ("seconds", "cpu_seconds"):
+        if ("cached", 10) in timed and ("uncached", 10) in timed:
+            out[f"uncached_over_cached_10s_{clock}"] = (
+                timed["uncached", 10][clock] / timed["cached", 10][clock]
+            )
+        for mode in ("cached", "uncached"):
+            if (mode, 60) in timed and (mode, 10) in timed:
+                out[f"{mode}_60s_over_10s_{clock}"] = (
+                    timed[mode, 60][clock] / timed[mode, 10][clock]
+                )
+    for mode in ("cached", "uncached"):
+        lengths = sorted(s for m, s in timed if m == mode)
+        out[f"{mode}_peak_mb_per_audio_s"] = {
+            s: timed[mode, s]["peak_memory_mb"] / s for s in lengths
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, nargs="+", default=list(SECONDS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--uncached-max-seconds", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per case, seconds")
+    parser.add_argument("--out", default="benchmarks/results/dualtalker_inference.json")
+    parser.add_argument("--case", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("cached", "uncached"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.case is not None:  # the child
+        print(json.dumps(run_case(args.case, args.mode == "cached", args.device, args.threads)))
+        return {}
+    report = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": describe_machine(args.threads),
+        "config": "benchmarks.dualtalker.build('faceformer'), eval, fp32, batch 1, 30 fps",
+        "results": [],
+    }
+    for seconds in args.seconds:
+        for cached in (True, False):
+            if not cached and seconds > args.uncached_max_seconds:
+                report["results"].append(
+                    {
+                        "audio_seconds": seconds,
+                        "mode": "uncached",
+                        "skipped": "quadratic cost (--uncached-max-seconds)",
+                    }
+                )
+                continue
+            entry = child(seconds, cached, args.device, args.threads, args.timeout)
+            report["results"].append(entry)
+            if "seconds" in entry:
+                print(
+                    f"{entry['mode']:<9} {seconds:6.0f} s audio {entry['frames']:6d} frames "
+                    f"{entry['seconds']:8.2f} s (cpu {entry['cpu_seconds']:.2f} s) "
+                    f"{entry['frames_per_s']:9.1f} frames/s "
+                    f"peak +{entry['peak_memory_mb']:.0f} MB",
+                    flush=True,
+                )
+            else:
+                print(f"{entry['mode']:<9} {seconds:6.0f} s audio skipped: {entry['skipped']}")
+    report["summary"] = summarise(report["results"])
+    print(json.dumps(report["summary"], indent=1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
