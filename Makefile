@@ -16,7 +16,7 @@ demo test test-all test-gpu: export WANDB_MODE ?= offline
 demo test test-all test-gpu: export WANDB_SILENT ?= true
 
 .PHONY: help setup check-system demo test test-all test-gpu lint bench data train-textnas eval-textnas search-textnas \
-	search-alphagan derive-alphagan train-alphagan eval-alphagan prepare-voca train-dualtalker eval-dualtalker clean-outputs \
+	search-alphagan derive-alphagan train-alphagan eval-alphagan prepare-voca train-dualtalker eval-dualtalker render clean-outputs \
 	paper-textnas paper-alphagan paper-dualtalker sweep
 
 help:
@@ -38,6 +38,7 @@ help:
 	@echo "make prepare-voca ARGS='src=/data/vocaset_release dst=data/vocaset'"
 	@echo "make train-dualtalker ARGS='data.root=data/vocaset model.audio_encoder=/models/wav2vec2-base-960h'   (EXPERIMENT=dualtalker_biwi, faceformer_voca, ...)"
 	@echo "make eval-dualtalker ARGS='ckpt=outputs/.../checkpoints/last.ckpt'"
+	@echo "make render ARGS='ckpt=... wav=speech.wav subject=FaceTalk_170809_00138_TA condition=FaceTalk_170725_00137_TA'   (or split=test)"
 
 setup: check-system $(STAMP)
 
@@ -108,6 +109,10 @@ train-dualtalker: $(STAMP)
 
 eval-dualtalker: $(STAMP)
 	$(PY) -m experiments eval $(EXPERIMENT) $(ARGS)
+
+# a DualTalker checkpoint speaking any audio (or split=test: every test sequence beside its truth)
+render: $(STAMP)
+	$(PY) -m experiments render $(EXPERIMENT) $(ARGS)
 
 # a paper's pipeline end to end (python -m experiments pipeline list), e.g.
 #   make paper-textnas ARGS="data.root=/data/SST-2 stages.search.data.root=/data/sst"

@@ -210,7 +210,8 @@ def run_reference(
     ``cpu_median_s``), nothing else changed."""
     if not PEER_SCRIPT.is_file() or not os.environ.get("PEER_SRC"):
         raise SystemExit(
-            f"--reference needs {PEER_SCRIPT} and PEER_SRC (../shared/peers/README.md, section 1)"
+            f"--reference needs the harness {PEER_SCRIPT} and PEER_SRC "
+            "(a checkout of yuesongtian/AlphaGAN)"
         )
     env = {
         **os.environ,

@@ -178,7 +178,7 @@ def bench_reference(rounds: int, steps: int, warmup: int, batch: int) -> dict:
     ratio divides the reference's seconds per sequence by the suite's, within one round."""
     if not PEER_SCRIPT.is_file() or not os.environ.get("PEER_SRC"):
         raise RuntimeError(
-            f"the reference needs {PEER_SCRIPT} and PEER_SRC (../shared/peers/README.md)"
+            f"the reference needs the harness {PEER_SCRIPT} and PEER_SRC (a checkout of FaceFormer)"
         )
     reference_key = {
         "autoregressive": "autoregressive_as_trained",

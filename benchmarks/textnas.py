@@ -58,13 +58,13 @@ PEER_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "peers" / "textna
 #: divided by a figure of this run. Seconds per step, median of 10 after 2 warm-ups.
 STORED_REFERENCE = [
     {
-        "label": "measured on 2026-11-24 with ../shared/peers/textnas_step.py "
+        "label": "measured on 2026-11-24 with the reference harness textnas_step.py "
         "(NNI TextNAS child step, median of 10 after 2 warm-ups, 2 threads), 2-core AMD EPYC VM",
         "retrain_released": {32: 0.138, 256: 0.713},  # w*_final_arc
         "supernet_random": {32: 0.125, 256: 0.596},  # w*_random (seed 0)
     },
     {
-        "label": "measured on 2026-12-01 with ../shared/peers/textnas_step.py "
+        "label": "measured on 2026-12-01 with the reference harness textnas_step.py "
         "(same protocol; median of the run medians: 2 runs final_arc, 4 runs random), "
         "2-core AMD EPYC VM, 1.6-2x slower than on 2026-11-24",
         "retrain_released": {32: 0.246, 256: 1.41},
@@ -364,7 +364,8 @@ def bench_reference(widths: list[int], rounds: int, steps: int, warmup: int) -> 
     ratio divides figures of the same round; the summary gives their range."""
     if not PEER_SCRIPT.is_file() or not os.environ.get("PEER_SRC"):
         raise RuntimeError(
-            f"--reference needs {PEER_SCRIPT} and PEER_SRC (../shared/peers/README.md, section 1)"
+            f"--reference needs the harness {PEER_SCRIPT} and PEER_SRC "
+            "(a checkout of NNI's TextNAS example)"
         )
     pairs: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,6 +33,8 @@ commands:
   pipeline NAME|list [k=v ...] [stages.STAGE.k=v ...]
                                 a paper's stages in order (search, derive, retrain, eval;
                                 train, eval, render); again: continues where it stopped
+  launch slurm EXPERIMENT [nodes=N gpus_per_node=G slurm.partition=P ...] [k=v ...]
+                                submit train through submitit; a requeued job continues
   <command> EXPERIMENT [k=v ...] [args]
                                 a system's own command (e.g. search, derive)
 
@@ -126,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(rest[0] if rest else None, overrides)
         _report(result.run_dir)
         return 0
+    if command == "launch":
+        from experiments.slurm import launch
+
+        overrides, rest = _split(words)
+        if len(rest) < 2:
+            raise UsageError("usage: launch slurm EXPERIMENT [nodes=N gpus_per_node=G] [k=v ...]")
+        return launch(rest[0], rest[1], [*overrides, *rest[2:]])
     if command == "pipeline":
         from experiments.pipeline import pipeline_command
 

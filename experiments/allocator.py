@@ -5,7 +5,7 @@ By default glibc hands large freed blocks straight back to the OS (``mmap`` for 
 fault its activations back in page by page. PyTorch's CPU performance guide suggests preloading
 jemalloc or tcmalloc for this; raising glibc's own thresholds with ``mallopt(3)`` has the same
 effect with nothing to install. ``make bench`` measures what it saves on the TextNAS steps, in
-child processes with it off and on (``benchmarks/results/textnas.json``, README "Speed").
+child processes with it off and on (``benchmarks/results/textnas.json``, docs/benchmarks.md).
 
 The cost is that the process's resident memory stays at its peak instead of shrinking between
 steps. So it is off unless asked for: ``SUITE_GLIBC_TUNING=1``, and then only for CPU runs

@@ -119,7 +119,7 @@ class RunConfig:
     description: str = ""
     seed: int = 1234
     output_dir: str = "outputs"
-    resume: Optional[str] = None  # "last" or a checkpoint path
+    resume: Optional[str] = None  # "last", "auto" (the default in a cluster job) or a path
     ckpt: Optional[str] = None  # checkpoint to evaluate
     # A NaN/infinite training loss stops the run (an error naming the step, no checkpoint
     # after it); true: warn once and go on.

@@ -39,6 +39,7 @@ from experiments.registry import (
     experiment_yaml,
     get_system,
 )
+from experiments.slurm import job_key, job_run_dir, newest_checkpoint
 from experiments.trainer import (
     RUN_DIR_ENV,
     build_trainer,
@@ -115,9 +116,13 @@ def show(experiment: str, overrides: Sequence[str] = ()) -> str:
 def find_resume(cfg: DictConfig) -> tuple[str | None, Path | None]:
     """``(checkpoint path, run folder to continue in)`` for ``cfg.resume``; (None, None) if
     unset."""
+    if not cfg.resume and job_key() is not None:
+        cfg.resume = "auto"  # a cluster job continues in its folder when requeued
     if not cfg.resume:
         return None, None
     exp_dir = Path(cfg.output_dir).resolve() / str(cfg.experiment)
+    if cfg.resume == "auto":
+        return _auto_resume(cfg, exp_dir)
     if cfg.resume == "last":
         found = sorted(exp_dir.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
@@ -132,6 +137,21 @@ def find_resume(cfg: DictConfig) -> tuple[str | None, Path | None]:
         return str(path), path.parent.parent
     stored = Path(meta.get("run_dir", ""))
     return str(path), stored if stored.is_dir() and meta.get("run_dir") else None
+
+
+def _auto_resume(cfg: DictConfig, exp_dir: Path) -> tuple[str | None, Path | None]:
+    """``resume=auto``: the newest checkpoint of the job's folder (any run's folder outside a
+    cluster job), Lightning's requeue checkpoints included; none: a fresh run."""
+    folder = job_run_dir(str(cfg.output_dir), str(cfg.experiment))
+    if folder is None:
+        runs = [p.parent.parent for p in exp_dir.glob("*/checkpoints/*.ckpt")]
+        runs += [p.parent for p in exp_dir.glob("*/hpc_ckpt_*.ckpt")]
+        folder = max(runs, key=lambda p: p.stat().st_mtime_ns) if runs else None
+    ckpt = newest_checkpoint(folder) if folder is not None and folder.is_dir() else None
+    if ckpt is None:
+        return None, None
+    suite_meta(load_checkpoint(ckpt, "resume=auto"), ckpt, str(cfg.experiment))
+    return str(ckpt), folder
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from experiments.callbacks import MetricsJSON, NonFiniteLossStop, RNGState, SuiteMetadata
 from experiments.config import ConfigError, to_container, to_yaml
 from experiments.registry import SystemSpec
+from experiments.slurm import job_run_dir
 from experiments.wandb_run import WandbSummaries
 from lightning_modules.callbacks import MediaLogger
 from lightning_modules.layer_sync import SyncBatchNormLayers
@@ -83,6 +84,12 @@ def make_run_dir(cfg: DictConfig, suffix: str = "") -> Path:
     started independently (torchrun, SLURM) get the path without creating it; everything they
     would write there is rank-0-only, and ``ModelCheckpoint`` broadcasts rank 0's folder.
     """
+    job_dir = None if suffix else job_run_dir(str(cfg.output_dir), str(cfg.experiment))
+    if job_dir is not None:  # a cluster job: one folder, whatever its restarts and ranks
+        if env_rank() == 0:
+            job_dir.mkdir(parents=True, exist_ok=True)
+            export_run_dir(job_dir)
+        return job_dir
     if env_rank() > 0:
         if os.environ.get(RUN_DIR_ENV):
             return Path(os.environ[RUN_DIR_ENV])

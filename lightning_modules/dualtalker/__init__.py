@@ -1,7 +1,7 @@
 """DualTalker: speech-driven 3D facial animation with lip reading as the dual task.
 
-Networks (plain ``nn.Module``s), losses and the LVE/FDD metrics; the LightningModule that sums
-L = L_rec + lambda_dual L_dual + lambda_cons L_cons lives in ``module.py``.
+Networks (plain ``nn.Module``s), losses (``compute_losses`` forms L = L_rec + E (lambda_dual
+L_dual + lambda_cons L_cons)) and the LVE/FDD metrics; the LightningModule is ``module.py``.
 """
 
 from .audio_encoder import AudioEncoder, AudioEncoderError, load_wav2vec

@@ -33,7 +33,7 @@ from datamodules.errors import DataError
 from datamodules.face.dataset import audio_frames
 
 SAMPLE_RATE = 16_000
-CNN_CHUNK_FEATURES = 1500  # 30 s: the frozen CNN runs on at most this many features at a time
+CNN_CHUNK_FEATURES = 500  # 10 s: the frozen CNN runs on at most this many features at a time
 TOKENS_PER_FRAME = {"vocaset": 1, "biwi": 2}  # the data set's alignment (FaceFormer's wav2vec.py)
 _CONV = dict(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
 NAMED_CONFIGS = {
@@ -183,14 +183,16 @@ def frozen_cnn(extractor: nn.Module, x: torch.Tensor, config, chunk: int) -> tor
     x = x[:, None]  # (1, 1, S): the convolutions' channel axis, as the extractor adds it
     if per_channel:  # wav2vec2-base: GroupNorm statistics over the whole sequence first
         kernel, step = first.conv.kernel_size[0], first.conv.stride[0]
-        count, sums, squares = 0, 0.0, 0.0
+        count, mean, spread = 0, 0.0, 0.0  # float64 (C,): Chan et al.'s pairwise combination
         per_chunk = chunk * stride // step
         for j in range(0, (x.shape[-1] - kernel) // step + 1, per_chunk):
-            out = first.conv(x[..., step * j : step * (j + per_chunk - 1) + kernel])[0].double()
-            count += out.shape[-1]
-            sums, squares = sums + out.sum(-1), squares + out.square().sum(-1)
-        mean = sums / count
-        scale = norm.weight.double() / torch.sqrt((squares / count - mean.square()) + norm.eps)
+            out = first.conv(x[..., step * j : step * (j + per_chunk - 1) + kernel])[0]
+            var_j, mean_j = (v.double() for v in torch.var_mean(out, dim=-1, correction=0))
+            n, delta = out.shape[-1], mean_j - mean
+            mean = mean + delta * n / (count + n)
+            spread = spread + var_j * n + delta.square() * count * n / (count + n)
+            count += n
+        scale = norm.weight.double() / torch.sqrt(spread / count + norm.eps)
         shift = norm.bias.double() - mean * scale
     pieces = []
     for a in range(0, total, chunk):

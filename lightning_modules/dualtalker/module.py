@@ -1,7 +1,8 @@
 """DualTalker as a LightningModule: speech-driven facial animation trained jointly with lip
 reading, one optimiser, one backward pass per batch (docs/dualtalker.md, "The suite's choices").
 
-    training:   L = L_rec + lambda_dual * L_dual + lambda_cons * L_cons
+    training:   L = L_rec + E (lambda_dual L_dual + lambda_cons L_cons), E each sequence's
+                motion energy (``losses.compute_losses``, the one place the total is formed)
                 teacher-forced or autoregressive per ``model.teacher_forcing`` (FaceFormer
                 trains autoregressively)
     validation: FaceFormer's: the teacher-forced losses; an unseen subject's loss is the mean
@@ -12,6 +13,9 @@ reading, one optimiser, one backward pass per batch (docs/dualtalker.md, "The su
                 ``model.unseen_condition``; each prediction written as CodeTalker does
                 (``predictions/<subject>_<sentence>_condition_<subject>.npy``, (T, V*3)); the
                 per-vertex error plot through the media logger.
+    predict:    ``trainer.predict`` (``predict_step``): the same autoregressive prediction from
+                audio, template and condition alone (no ground truth), round(seconds x fps)
+                frames, any length (memory linear in it), one record per sequence and condition.
 """
 
 from __future__ import annotations

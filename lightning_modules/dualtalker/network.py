@@ -8,7 +8,7 @@ audio and motion encoders (docs/dualtalker.md, "The model").
       -> biased causal decoder (periodic ALiBi, alignment mask) -> zero-initialised head -> offsets
     lip reader: E_m(GT offsets) -> audio features at frame rate (+ CTC over characters)
 
-Plain ``nn.Module``s only; the LightningModule sums the losses of ``losses.py``.
+Plain ``nn.Module``s only; ``losses.compute_losses`` forms the terms and their total.
 """
 
 from __future__ import annotations

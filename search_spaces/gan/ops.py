@@ -8,7 +8,7 @@ parameter-free interpolation.  An up op built with ``times=2`` up-samples 4x by 
 **the same** op twice, so a 4x ``deconv`` holds one ConvTranspose2d used twice (shared
 weights), as in the reference.
 
-The set has no ``none`` and no identity op (the README search commands use
+The set has no ``none`` and no identity op (the reference's README search commands use
 ``PRIMITIVES_NORMAL_GEN_wo_skip_none_sep`` and ``PRIMITIVES_UP``).
 """
 

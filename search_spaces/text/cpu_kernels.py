@@ -6,7 +6,7 @@ instead, where PyTorch's CPU kernel is slow for TextNAS's shapes. A path compute
 result up to float rounding, is tested against it (values and gradients), uses no private or
 internal torch API, and is kept only while ``make bench`` measures it saving at least 5 % of a
 training step it takes part in: the bench times every step with the switch on and off and with
-each path off alone (``benchmarks/results/textnas.json``, README "Speed"). One path is left,
+each path off alone (``benchmarks/results/textnas.json``, docs/benchmarks.md). One path is left,
 the bi-GRU (:func:`bidirectional_gru_summed`); hand-written pooling, BatchNorm and dropout
 paths and oneDNN matmuls were measured below that bar and removed.
 

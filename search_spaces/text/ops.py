@@ -5,7 +5,7 @@ padding mask to a tensor of the same shape. The mask is passed as a float tensor
 (B, 1, L) with 1 at real tokens, or ``None`` when the batch has no padding at all; skipping the
 mask multiplications (and GRU packing) in that case is what makes unpadded batches fast.
 
-Two reference behaviours are switchable (README, "Faithful and fixed behaviour"):
+Two reference behaviours are switchable (docs/textnas.md, "Quirks of the reference code"):
 
 * ``masked_bn``: the reference BatchNorm computes its statistics over all (B, L) positions,
   zero padding included (docs/textnas.md, "Quirks of the reference code"). ``True`` computes

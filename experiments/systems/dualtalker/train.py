@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,6 +24,7 @@ from datamodules.face.datamodule import FaceDataModule, FaceDataOptions
 from datamodules.face.synthetic import ensure_synthetic_voca
 from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig
 from experiments.registry import RunContext, SystemSpec
+from experiments.systems.dualtalker.render import RenderConfig, render_command
 from experiments.trainer import env_rank
 from lightning_modules.dualtalker import DualTalkerOptions
 from lightning_modules.dualtalker.config import EvalConfig, OptimConfig
@@ -42,6 +44,8 @@ class DualTalkerDataConfig(FaceDataOptions):
     # release format and convert them into root (make prepare-voca's code)
     generate: bool = False
     speech: str = "auto"  # generated audio: espeak-ng (auto: when installed) or formant speech
+    # the mesh's PLY for rendering (null: the data set's own; datamodules.face.topology)
+    topology: Optional[str] = None
 
 
 @dataclass
@@ -56,6 +60,7 @@ class DualTalkerConfig(RunConfig):
     model: DualTalkerModelConfig = field(default_factory=DualTalkerModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)  # make render, training videos
     # FaceFormer: 100 epochs of batch 1. The datamodule shards every split across ranks itself.
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(max_epochs=100, use_distributed_sampler=False)
@@ -196,6 +201,20 @@ def after_eval(ctx: RunContext) -> None:
     )
 
 
+def validation_videos(cfg: DictConfig) -> list:
+    """Every ``render.every_n_val``-th validation: a few sequences as videos (media logger)."""
+    from lightning_modules.dualtalker.video_callback import ValidationVideos
+
+    r = cfg.render
+    if r.every_n_val <= 0:
+        return []
+    return [
+        ValidationVideos(
+            r.every_n_val, r.val_sequences, r.val_size, cfg.data.topology, float(r.timeout)
+        )
+    ]
+
+
 SPEC = SystemSpec(
     name="dualtalker",
     summaries=lambda cfg: [("val/lve", "min"), ("test/lve", "min")],
@@ -207,4 +226,6 @@ SPEC = SystemSpec(
     # gradient in some steps
     find_unused_parameters=True,
     after_eval=after_eval,
+    callbacks=validation_videos,
+    extra_commands={"render": render_command},
 )

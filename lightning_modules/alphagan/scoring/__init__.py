@@ -12,6 +12,7 @@ from .extractors import (
     InceptionExtractor,
     StandinExtractor,
     build_extractor,
+    check_extractor,
     to_uint8,
 )
 from .fid import FeatureMoments, FrechetDistance, frechet_distance
@@ -29,6 +30,7 @@ __all__ = [
     "StandinExtractor",
     "build_extractor",
     "cache_key",
+    "check_extractor",
     "feature_moments",
     "frechet_distance",
     "inception_score",

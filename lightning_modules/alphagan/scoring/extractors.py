@@ -165,7 +165,10 @@ def load_inception_state(path: str | Path, expected: dict[str, torch.Size]) -> d
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, a pickle of something else
-        why = f"cannot be read as a PyTorch state dict ({type(e).__name__})"
+        why = (
+            f"cannot be read as a PyTorch state dict ({type(e).__name__}: truncated, or not "
+            "a file written by torch.save)"
+        )
         raise _weights_error(path, why) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -211,6 +214,18 @@ def _patched(obj, name: str, value) -> Iterator[None]:
         setattr(obj, name, old)
 
 
+def _resolve_weights(weights: str | Path | None) -> Path:
+    path = Path(weights).expanduser() if weights else _default_weights()
+    if path is None:
+        raise DataError(
+            f"metrics.inception_weights is not set and {INCEPTION_FILE} is neither in the "
+            f"torch hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'}) nor downloadable "
+            f"here; download it from {INCEPTION_URL} and set metrics.inception_weights=PATH, "
+            "or use metrics.extractor=standin (not comparable to published FID)"
+        )
+    return path
+
+
 class InceptionExtractor(FrozenExtractor):
     """torch-fidelity's TF-ported InceptionV3: pool_3 features (2048) and bias-free logits."""
 
@@ -219,14 +234,7 @@ class InceptionExtractor(FrozenExtractor):
     comparable = True
 
     def __init__(self, weights: str | Path | None = None) -> None:
-        path = Path(weights).expanduser() if weights else _default_weights()
-        if path is None:
-            raise DataError(
-                f"metrics.inception_weights is not set and {INCEPTION_FILE} is neither in the "
-                f"torch hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'}) nor downloadable "
-                f"here; download it from {INCEPTION_URL} and set metrics.inception_weights=PATH, "
-                "or use metrics.extractor=standin (not comparable to published FID)"
-            )
+        path = _resolve_weights(weights)
         from torch_fidelity import feature_extractor_inceptionv3 as fe
 
         state = load_inception_state(path, inception_shapes())
@@ -249,4 +257,16 @@ def build_extractor(kind: str, weights: str | Path | None = None) -> FrozenExtra
         return InceptionExtractor(weights)
     if kind == "standin":
         return StandinExtractor()
+    raise DataError(f"metrics.extractor: expected one of {', '.join(EXTRACTORS)}, got '{kind}'")
+
+
+def check_extractor(kind: str, weights: str | Path | None = None) -> int:
+    """The feature dimension of extractor ``kind``, after checking what it needs (the Inception
+    weights file: readable, torch-fidelity's keys and shapes) without building the network: a
+    config check before a run starts. A :class:`DataError` naming the key or file otherwise."""
+    if kind == "inception":
+        load_inception_state(_resolve_weights(weights), inception_shapes())
+        return InceptionExtractor.feature_dim
+    if kind == "standin":
+        return StandinExtractor().feature_dim
     raise DataError(f"metrics.extractor: expected one of {', '.join(EXTRACTORS)}, got '{kind}'")

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from datamodules.errors import DataError
-from lightning_modules.alphagan.scoring import INCEPTION_FILE, build_extractor, to_uint8
+from lightning_modules.alphagan.scoring import (
+    INCEPTION_FILE,
+    build_extractor,
+    check_extractor,
+    to_uint8,
+)
 from lightning_modules.alphagan.scoring import extractors as extractors_module
 from tests.helpers.scoring import random_inception_state, write_random_inception_weights
 
@@ -56,10 +61,14 @@ def test_broken_weights_files_are_refused_naming_the_file(weights, tmp_path) -> 
         tmp_path / "missing.pth": "no such file",
     }
     for bad, match in cases.items():
-        with pytest.raises(DataError, match=match) as e:
-            build_extractor("inception", str(bad))
-        message = str(e.value)
-        assert message.startswith(f"metrics.inception_weights={bad}:") and INCEPTION_FILE in message
+        for check in (build_extractor, check_extractor):  # the run, and the config check first
+            with pytest.raises(DataError, match=match) as e:
+                check("inception", str(bad))
+            message = str(e.value)
+            assert message.startswith(f"metrics.inception_weights={bad}:")
+            assert INCEPTION_FILE in message
+    assert check_extractor("inception", str(path)) == 2048
+    assert check_extractor("standin") == 32
 
 
 def test_without_a_path_or_network_the_error_says_what_to_put_where(monkeypatch, tmp_path) -> None:

@@ -140,7 +140,7 @@ def test_reference_ratios_come_from_the_same_run(tmp_path, keep_threads, monkeyp
     monkeypatch.setattr(textnas, "run_reference", fake_reference)
     monkeypatch.setattr(textnas, "make_step", spy)
     monkeypatch.setenv("PEER_SRC", str(tmp_path))
-    harness = tmp_path / "textnas_step.py"  # the faked harness needs no ../shared checkout
+    harness = tmp_path / "textnas_step.py"  # the faked harness needs no reference checkout
     harness.write_text("")
     monkeypatch.setattr(textnas, "PEER_SCRIPT", harness)
     result = textnas.bench_reference([32], rounds=2, steps=1, warmup=0)
