@@ -277,8 +277,28 @@ def main(argv: list[str] | None = None) -> int:
         default="both",
         help="time the reference by wall clock, CPU seconds, or both (two runs)",
     )
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="time only the retraining iteration (benchmarks/alphagan_retrain.py); merged into "
+        "the results file under 'retrain'",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.retrain:
+        from benchmarks.alphagan_retrain import retrain_report
+
+        torch.set_num_threads(args.threads)
+        report = json.loads(args.out.read_text()) if args.out.is_file() else {"system": "alphagan"}
+        report["retrain"] = {
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": describe_machine(args.threads),
+            **retrain_report(args.device, args.threads, args.reps, args.warmup, args.reference),
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["retrain"], indent=2))
+        return 0
     torch.set_num_threads(args.threads)
     # SUITE_GLIBC_TUNING=1: keep freed memory in the process (experiments/allocator.py)
     glibc = glibc_tuning_requested() and args.device == "cpu" and keep_freed_memory(cuda=False)

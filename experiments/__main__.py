@@ -35,6 +35,8 @@ commands:
                                 train, eval, render); again: continues where it stopped
   launch slurm EXPERIMENT [nodes=N gpus_per_node=G slurm.partition=P ...] [k=v ...]
                                 submit train through submitit; a requeued job continues
+  dashboard EXPERIMENT [logger.wandb.entity=E logger.wandb.project=P] [dry_run=true]
+                                save the system's wandb workspace (dry_run: print it)
   <command> EXPERIMENT [k=v ...] [args]
                                 a system's own command (e.g. search, derive)
 
@@ -128,6 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = evaluate(rest[0] if rest else None, overrides)
         _report(result.run_dir)
         return 0
+    if command == "dashboard":
+        from experiments.dashboard import dashboard
+
+        name, words = _experiment(words, command)
+        return dashboard(name, words)
     if command == "launch":
         from experiments.slurm import launch
 

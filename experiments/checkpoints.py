@@ -68,7 +68,7 @@ def load_checkpoint(path: str | Path, key: str | None = None) -> dict[str, Any]:
             "nor a pickle)"
         )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as e:
         if "unsupported global" in str(e).lower():
             what = _first_line(e).split(" was not an allowed global")[0]
@@ -80,6 +80,13 @@ def load_checkpoint(path: str | Path, key: str | None = None) -> dict[str, Any]:
         error: Exception = e
     except Exception as e:  # noqa: BLE001 - any unreadable file is one user-facing message
         error = e
+    else:
+        if not isinstance(checkpoint, dict):
+            raise ConfigError(
+                f"{not_readable}: it holds a {type(checkpoint).__name__}, not a checkpoint's "
+                "dictionary (state_dict, ...)"
+            )
+        return checkpoint
     if is_zip and not zipfile.is_zipfile(path):
         raise ConfigError(
             f"{not_readable}: it is truncated ({path.stat().st_size} bytes, the end of its zip "

@@ -66,6 +66,8 @@ class SystemSpec:
         summaries: ``fn(cfg) -> [(metric, "max"|"min"), ...]``: the system's headline metrics
             and their direction, summarised in wandb by their best value (besides the
             checkpoint's monitor, which always is).
+        dashboard: ``fn(cfg) -> [experiments.dashboard.Section, ...]``: the wandb workspace
+            a person watches (``python -m experiments dashboard``).
         find_unused_parameters: each backward leaves some parameters without gradient (one
             sub-network of a supernet, one player of a GAN): whatever DDP strategy the Trainer
             runs (``ddp``, ``ddp_spawn``, ... or ``auto`` with several devices) gets DDP's
@@ -84,6 +86,7 @@ class SystemSpec:
     callbacks: Callable[[DictConfig], list[Callback]] | None = None
     checkpoint_monitor: Callable[[DictConfig], str | None] | None = None
     summaries: Callable[[DictConfig], list[tuple[str, str]]] | None = None
+    dashboard: Callable[[DictConfig], list[Any]] | None = None
     find_unused_parameters: bool = False
     after_fit: Callable[[RunContext], None] | None = None
     after_eval: Callable[[RunContext], None] | None = None

@@ -222,11 +222,12 @@ def train(
     ``extra_callbacks`` join the Trainer's (e.g. a sweep's reporting callback)."""
     spec, cfg = compose_experiment(experiment, overrides, command="train")
     ckpt_path, resume_dir = find_resume(cfg)
+    key = f"resume={cfg.resume}" if cfg.resume in ("last", "auto") else "resume"
     if resume_dir is None:
         check_writable(output_folder(cfg))
     else:  # a resumed run goes on writing into its own folder
         for folder in (resume_dir, resume_dir / "checkpoints"):
-            check_writable(folder, f"resume={cfg.resume}" if cfg.resume == "last" else "resume")
+            check_writable(folder, key)
     checkpoint = None
     if ckpt_path is None:
         if spec.validate is not None:
@@ -235,7 +236,6 @@ def train(
         # A resumed run is the checkpoint's run: its stored config (model sizes, data) <- the
         # overrides, and the system rebuilds from the checkpoint (e.g. its vocabulary), so a
         # mismatch is caught before anything in the run folder is touched.
-        key = "resume=last" if cfg.resume == "last" else "resume"
         checkpoint = load_checkpoint(Path(ckpt_path), key)
         meta = suite_meta(checkpoint, Path(ckpt_path), experiment)
         cfg = stored_config(
@@ -347,8 +347,8 @@ def _command_experiment(command: str, overrides: Sequence[str]) -> str:
         )
     commands = sorted({c for name in SYSTEMS for c in get_system(name).extra_commands})
     raise ConfigError(
-        f"unknown command '{command}'; commands: demo, list, show, train, eval, data, and the "
-        f"systems' own ({', '.join(commands)}), each followed by an EXPERIMENT"
+        f"unknown command '{command}' (see `python -m experiments --help`; the systems' own: "
+        f"{', '.join(commands)})"
     )
 
 

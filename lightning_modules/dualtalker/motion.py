@@ -109,6 +109,8 @@ class PeriodicPositionalEncoding(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x (B, T, d) holding positions start ... start + T - 1."""
+        if x.shape[1] == 1:  # an autoregressive step: a view, no index tensor
+            return self.dropout(x + self.pe[start % self.period][None, None].to(x.dtype))
         index = torch.arange(start, start + x.shape[1], device=x.device) % self.period
         return self.dropout(x + self.pe[index].to(x.dtype))
 
@@ -187,9 +189,12 @@ class DecoderLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, self_mask, memory_kv, memory_mask, cache=None):
+    def forward(self, x, self_mask, memory_kv, memory_mask, cache=None, cross=None):
+        """``cross``: the cross-attention's output when known beforehand (one key per query)."""
         x = self.norm1(x + self.drop(self.self_attn(x, self_mask, cache=cache)))
-        x = self.norm2(x + self.drop(self.cross_attn(x, memory_mask, memory=memory_kv)))
+        if cross is None:
+            cross = self.cross_attn(x, memory_mask, memory=memory_kv)
+        x = self.norm2(x + self.drop(cross))
         return self.norm3(x + self.drop(self.ffn(x)))
 
 
@@ -242,13 +247,29 @@ class MotionDecoder(nn.Module):
         """State of an autoregressive run: the audio keys/values of every layer (computed once)
         and an empty key/value cache per layer. Nothing of size T x T: each step builds its own
         bias row and reads only its own audio tokens, so memory grows linearly with T. Without
-        gradients the caches are preallocated for ``num_frames`` (no re-copy per step)."""
-        slopes = torch.tensor(alibi_slopes(self.num_heads), device=audio_tokens.device)
+        gradients the caches are preallocated for ``num_frames`` (no re-copy per step).
+
+        The bias rows are views of one (heads, T) vector: entry u holds
+        -slope_h * floor((T - 1 - u) / period), so the row of frame t (distances t ... 0 to
+        frames 0 ... t) is its last t + 1 entries. With one audio token per frame (30 fps) and
+        no dropout, each frame's cross-attention has a single key, so its softmax is 1 and its
+        output is out(v_t): computed for all frames at once."""
+        device = audio_tokens.device
+        slopes = torch.tensor(alibi_slopes(self.num_heads), device=device)
+        distance = (num_frames - 1) - torch.arange(num_frames, device=device)
+        steps = torch.div(distance, self.period, rounding_mode="floor").to(slopes.dtype)
+        memory = [layer.cross_attn.keys_values(audio_tokens) for layer in self.layers]
+        single = self.tokens_per_frame == 1 and not self.training
         capacity = None if torch.is_grad_enabled() else num_frames
         return dict(
-            memory=[layer.cross_attn.keys_values(audio_tokens) for layer in self.layers],
-            slopes=slopes[None, :, None, None],
-            caches=[{"capacity": capacity} for _ in self.layers],
+            memory=memory,
+            cross=[
+                layer.cross_attn.out(v.transpose(1, 2).flatten(2)) if single else None
+                for layer, (_, v) in zip(self.layers, memory)
+            ],
+            bias=(-slopes[:, None] * steps)[None, :, None, :],
+            num_frames=num_frames,
+            caches=[{"capacity": capacity} for _ in memory],
         )
 
     def step(self, token: torch.Tensor, t: int, state: dict) -> torch.Tensor:
@@ -260,13 +281,14 @@ class MotionDecoder(nn.Module):
         r t ... r t + r - 1 (:func:`alignment_mask`), so it attends exactly those keys, with no
         mask. Padding needs no mask either: frame t of a sequence only sees its frames <= t.
         """
-        steps = torch.div(
-            t - torch.arange(t + 1, device=token.device), self.period, rounding_mode="floor"
-        )
-        bias = -state["slopes"] * steps.to(state["slopes"].dtype)
+        bias = state["bias"][..., state["num_frames"] - 1 - t :]
         r = self.tokens_per_frame
         x = token
-        for layer, (k, v), cache in zip(self.layers, state["memory"], state["caches"]):
-            own = (k[:, :, r * t : r * t + r], v[:, :, r * t : r * t + r])
-            x = layer(x, bias, own, None, cache=cache)
+        layers = zip(self.layers, state["memory"], state["cross"], state["caches"])
+        for layer, (k, v), cross, cache in layers:
+            if cross is not None:
+                x = layer(x, bias, None, None, cache=cache, cross=cross[:, t : t + 1])
+            else:
+                own = (k[:, :, r * t : r * t + r], v[:, :, r * t : r * t + r])
+                x = layer(x, bias, own, None, cache=cache)
         return x

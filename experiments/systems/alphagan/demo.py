@@ -74,11 +74,13 @@ def demo(overrides: list[str]) -> DemoResult:
     rows = [
         (
             "alphaGAN search, generated CIFAR-10 format",
-            f"{int(fit.get('search/arch_step', 0))} α steps, duality gap {fit.get('search/duality_gap', float('nan')):.3f}",
+            f"{int(fit.get('search/arch_step', 0))} α steps, "
+            f"duality gap {fit.get('search/duality_gap', float('nan')):.3f}",
         ),
         (
             "G samples vs held-out images (feature distance, not FID)",
-            f"{before:.3f} at start -> {after:.3f} after the search ({'better' if after < before else 'NOT better'})",
+            f"{before:.3f} at start -> {after:.3f} after the search "
+            f"({'better' if after < before else 'NOT better'})",
         ),
         ("derived genotype", _short(genotype)),
     ]

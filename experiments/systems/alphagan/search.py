@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from datamodules.images.datamodule import ImageDataModule, ImageDataOptions
 from experiments.checkpoints import load_run
 from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig, to_yaml
+from experiments.dashboard import Section, line, media
 from experiments.registry import RunContext, SystemSpec
 from lightning_modules.alphagan.config import (
     VARIANTS,
@@ -243,6 +244,21 @@ def genotype_command(cfg: DictConfig, args: list[str]) -> int:
 
 SPEC = SystemSpec(
     name="alphagan_search",
+    summaries=lambda cfg: [("search/duality_gap", "min"), ("search/fid_standin", "min")],
+    dashboard=lambda cfg: [
+        Section(
+            "Minimax",
+            (
+                line("search/duality_gap"),
+                line("search/minmax", "search/maxmin"),
+                line("train/d_loss", "train/g_loss"),
+                line("search/fid_standin"),
+            ),
+        ),
+        Section("Architecture", (media("search/alpha"), media("search/genotype"))),
+        Section("Samples", (media("samples/continuous", "samples/argmax"),)),
+        Section("Learning rates", (line("lr/g", "lr/d", "lr/alpha"),)),
+    ],
     config_cls=AlphaGANSearchConfig,
     build=build,
     datamodule=datamodule,

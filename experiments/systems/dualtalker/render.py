@@ -23,6 +23,7 @@ line); see :mod:`datamodules.face.topology`.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -166,12 +167,18 @@ def render_command(cfg: DictConfig, args: list[str]) -> int:
     faces = topology_faces(run.cfg, run.datamodule)
     base = Path(cfg.render.out) if cfg.render.out else None
     if audio is not None:
+        subject, condition, style = check_speaker(run)
         stem = Path(cfg.render.wav).stem
         out = new_folder(base or _run_folder(run.path) / "render" / stem)
-        render_speech(run, audio, faces, out, stem)
+        job = lambda: render_speech(run, audio, faces, out, stem, subject, condition, style)  # noqa: E731
     else:
         out = new_folder(base or _run_folder(run.path) / "render" / str(cfg.render.split))
-        render_split(run, faces, out)
+        job = lambda: render_split(run, faces, out)  # noqa: E731
+    try:
+        job()
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # a failed render leaves nothing behind
+        raise
     print(f"render folder: {out}")
     return 0
 
@@ -186,8 +193,16 @@ def topology_faces(cfg: DictConfig, datamodule) -> np.ndarray | None:
     return load_topology(path, datamodule.num_vertices).faces
 
 
-def _style(run, subject: str, condition: str | None) -> tuple[str, int]:
-    subjects = run.module.train_subjects
+def check_speaker(run) -> tuple[str, str, int]:
+    """``(subject, condition, style index)`` of the ``wav=`` render, checked: the subject has a
+    template, the condition is a training subject (default: the subject, else the first)."""
+    dm, subjects = run.datamodule, run.module.train_subjects
+    subject, condition = str(run.cfg.render.subject), run.cfg.render.condition
+    if subject not in dm.templates:
+        raise DataError(
+            f"subject={subject}: no template in {dm.root / 'templates.pkl'}; it has: "
+            + ", ".join(sorted(dm.templates))
+        )
     if condition is None:
         condition = subject if subject in subjects else subjects[0]
         if subject not in subjects:
@@ -197,7 +212,7 @@ def _style(run, subject: str, condition: str | None) -> tuple[str, int]:
             f"condition={condition} is not a training subject of this checkpoint; use one of "
             + ", ".join(subjects)
         )
-    return condition, subjects.index(condition)
+    return subject, str(condition), subjects.index(condition)
 
 
 def predict(module, audio: np.ndarray, template: np.ndarray, styles: list[int]) -> np.ndarray:
@@ -215,20 +230,15 @@ def predict(module, audio: np.ndarray, template: np.ndarray, styles: list[int]) 
     return torch.stack(runs).mean(0).float().cpu().numpy()
 
 
-def render_speech(run, speech: tuple[np.ndarray, float], faces, out: Path, stem: str) -> None:
+def render_speech(
+    run, speech, faces, out: Path, stem: str, subject: str, condition: str, style: int
+) -> None:
     """The ``wav=`` render: the .npy of the prediction and its video."""
     from datamodules.face.dataset import audio_frames
     from datamodules.face.readers import SAMPLE_RATE
     from lightning_modules.dualtalker.face_video import render_video
 
     cfg, dm = run.cfg, run.datamodule
-    subject = str(cfg.render.subject)
-    if subject not in dm.templates:
-        raise DataError(
-            f"subject={subject}: no template in {dm.root / 'templates.pkl'}; it has "
-            + ", ".join(sorted(dm.templates))
-        )
-    condition, style = _style(run, subject, cfg.render.condition)
     audio, seconds = speech
     template = dm.templates[subject]
     if not len(audio) or float(np.abs(audio).max()) < SILENCE:

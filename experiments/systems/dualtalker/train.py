@@ -23,6 +23,7 @@ from datamodules.errors import DataError
 from datamodules.face.datamodule import FaceDataModule, FaceDataOptions
 from datamodules.face.synthetic import ensure_synthetic_voca
 from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig
+from experiments.dashboard import Section, line, media
 from experiments.registry import RunContext, SystemSpec
 from experiments.systems.dualtalker.render import RenderConfig, render_command
 from experiments.trainer import env_rank
@@ -217,6 +218,16 @@ def validation_videos(cfg: DictConfig) -> list:
 
 SPEC = SystemSpec(
     name="dualtalker",
+    dashboard=lambda cfg: [
+        Section(
+            "Losses",
+            (
+                line("train/loss_epoch", "val/loss"),
+                line("val/rec", "val/dual", "val/cons", log_y=True),
+            ),
+        ),
+        Section("Lip sync", (line("val/lve"), line("val/fdd"), media("val/vertex_error"))),
+    ],
     summaries=lambda cfg: [("val/lve", "min"), ("test/lve", "min")],
     config_cls=DualTalkerConfig,
     build=build,

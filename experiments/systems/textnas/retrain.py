@@ -19,6 +19,7 @@ from datamodules.text.synthetic import ensure_synthetic_sst
 from datamodules.text.tasks import TASKS
 from experiments.checkpoints import load_checkpoint
 from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig
+from experiments.dashboard import Section, line, scalar
 from experiments.registry import RunContext, SystemSpec
 from experiments.trainer import env_rank
 from lightning_modules.options import as_config
@@ -267,6 +268,9 @@ def after_fit(ctx: RunContext) -> None:
 
 SPEC = SystemSpec(
     name="textnas_train",
+    dashboard=lambda cfg: [
+        Section("Accuracy", (line("val/acc", "train/acc"), line("val/loss"), scalar("val/acc"))),
+    ],
     summaries=lambda cfg: [("val/acc", "max"), ("test/acc", "max")],
     config_cls=TextNASTrainConfig,
     build=build,

@@ -32,6 +32,7 @@ from datamodules.text.datamodule import GlueDataModule
 from datamodules.text.tasks import TASKS
 from experiments.checkpoints import load_run
 from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig, to_yaml
+from experiments.dashboard import Section, line, media
 from experiments.registry import RunContext, SystemSpec
 from experiments.systems.textnas.retrain import (
     TextDataConfig,
@@ -205,6 +206,21 @@ def derive_command(cfg: DictConfig, args: list[str]) -> int:
 
 SPEC = SystemSpec(
     name="textnas_search",
+    dashboard=lambda cfg: [
+        Section(
+            "Controller",
+            (
+                line("search/reward", "search/baseline"),
+                line("search/entropy"),
+                line("search/skip_rate"),
+                line("val/acc"),
+            ),
+        ),
+        Section(
+            "Architectures",
+            (media("search/op_frequency"), media("search/architecture")),
+        ),
+    ],
     summaries=lambda cfg: [("search/reward", "max"), ("val/acc", "max")],
     config_cls=TextNASSearchConfig,
     build=build,

@@ -164,7 +164,7 @@ def test_command_without_experiment_takes_the_checkpoints(earlier, run_cli, tmp_
     assert code == 2 and err.startswith("error: 'derive' needs an EXPERIMENT of system ")
     assert err.rstrip().endswith("or ckpt=PATH of a run to take it from"), err
     code, _, err = run_cli("frobnicate")
-    assert code == 2 and err.startswith("error: unknown command 'frobnicate'; commands: "), err
+    assert code == 2 and err.startswith("error: unknown command 'frobnicate' (see "), err
     assert not any(tmp_path.iterdir()) and tree_hashes(earlier) == before
 
 

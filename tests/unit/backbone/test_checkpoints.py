@@ -52,7 +52,7 @@ def test_eval_of_a_hostile_checkpoint_exits_2_with_one_line(tmp_path, capsys):
     ckpt = _hostile_checkpoint(tmp_path / "evil.ckpt", marker)
     assert cli(["eval", f"ckpt={ckpt}", f"output_dir={tmp_path / 'out'}"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: checkpoint") and "refusing to unpickle" in err
+    assert err.startswith(f"error: ckpt: checkpoint {ckpt} holds") and "refusing to unpickle" in err
     assert len(err.strip().splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "out").exists()
 
@@ -76,5 +76,5 @@ def test_plain_checkpoints_load_and_metadata_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"\x00not a checkpoint")
-    with pytest.raises(ConfigError, match="cannot read checkpoint"):
+    with pytest.raises(ConfigError, match="is not a readable checkpoint: it is not a PyTorch"):
         load_checkpoint(tmp_path / "junk.ckpt")

@@ -123,7 +123,7 @@ def test_vertex_count_differs_from_the_template(tmp_path):
             b"end_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n",
             "uses vertex 7, outside",
         ),
-        (b"ply\nformat ascii 9\nend_header\n", "unknown PLY format"),
+        (b"ply\nformat binary_middle_endian 1.0\nend_header\n", "unknown PLY format"),
     ],
 )
 def test_bad_files_are_one_data_error_naming_the_file(tmp_path, content, message):
