@@ -26,6 +26,9 @@ the stored figures of other days, and no ratio.
 
 Inference (frames/s and peak memory against the audio's length, with and without the key/value
 cache): ``python -m benchmarks.dualtalker --inference``, see ``benchmarks/dualtalker_inference.py``.
+
+Rendering (frames/s of a face video at 800x800 and 256x256, encoding included): ``python -m
+benchmarks.dualtalker --render``, see ``benchmarks/dualtalker_render.py``.
 """
 
 from __future__ import annotations
@@ -250,6 +253,10 @@ def main(argv: list[str] | None = None) -> dict:
         from benchmarks import dualtalker_inference
 
         return dualtalker_inference.main([a for a in argv if a != "--inference"])
+    if "--render" in argv:  # the video bench: benchmarks/dualtalker_render.py
+        from benchmarks import dualtalker_render
+
+        return dualtalker_render.main([a for a in argv if a != "--render"])
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -10,7 +10,10 @@ vertices, 30 fps), in eval mode, fp32, batch 1, on 2 s, 10 s, 60 s and 600 s of 
 - ``uncached``: the same audio tokens, then the decoder re-run on the whole prefix at every
   step (FaceFormer's loop, which also maps the whole prefix to V*3 at every step; here only the
   last frame is mapped, so this is the cache's own effect). Quadratic: by default it stops at
-  60 s (``--uncached-max-seconds``).
+  60 s (``--uncached-max-seconds``);
+- ``faceformer``: FaceFormer's own loop (``faceformer.py``, ``predict``): the whole prefix
+  re-run and mapped to V*3 at every step, the last frame re-encoded. By default up to 10 s
+  (``--faceformer-max-seconds``).
 
 Each case runs in a child process of its own (a warm-up on 1 s first), which reports its wall
 time and its peak memory above what it held before the case: on CPU the peak resident set
@@ -40,21 +43,30 @@ from benchmarks.machine import describe_machine
 
 SAMPLE_RATE = 16_000
 SECONDS = (2, 10, 60, 600)
+MODES = ("cached", "uncached", "faceformer")
 
 
 @torch.no_grad()
-def uncached_predict(net, audio: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-    """The decoder re-run on the whole prefix at every step (no key/value cache)."""
+def uncached_predict(
+    net, audio: torch.Tensor, style: torch.Tensor, faceformer: bool = False
+) -> torch.Tensor:
+    """The decoder re-run on the whole prefix at every step (no key/value cache); with
+    ``faceformer`` also the head on the whole prefix at every step, as FaceFormer does."""
     tokens, frames = net.audio_encoder(audio, None, None)
     length = int(frames.max())
     s = net.style(F.one_hot(style, net.num_subjects).float())
     mask = torch.ones(audio.shape[0], length, dtype=torch.bool, device=audio.device)
     inputs, outputs = s[:, None], []
     for t in range(length):
-        y = net.decoder(net.ppe(inputs), tokens, mask[:, : t + 1])[:, -1:]
-        outputs.append(y)
-        inputs = torch.cat([inputs, net.motion_encoder(net.head(y)) + s[:, None]], dim=1)
-    return net.head(torch.cat(outputs, dim=1))
+        y = net.decoder(net.ppe(inputs), tokens, mask[:, : t + 1])
+        if faceformer:
+            vertices = net.head(y)
+            last = vertices[:, -1:]
+        else:
+            outputs.append(y[:, -1:])
+            last = net.head(y[:, -1:])
+        inputs = torch.cat([inputs, net.motion_encoder(last) + s[:, None]], dim=1)
+    return vertices if faceformer else net.head(torch.cat(outputs, dim=1))
 
 
 def _resident_mb() -> float:
@@ -62,7 +74,7 @@ def _resident_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def run_case(seconds: float, cached: bool, device: str, threads: int) -> dict:
+def run_case(seconds: float, mode: str, device: str, threads: int) -> dict:
     """One case in this process (the child's side)."""
     from benchmarks.dualtalker import build
 
@@ -76,9 +88,9 @@ def run_case(seconds: float, cached: bool, device: str, threads: int) -> dict:
         return (torch.randn(1, int(length * SAMPLE_RATE), generator=g) * 0.1).to(device)
 
     def run(audio: torch.Tensor) -> torch.Tensor:
-        if cached:
+        if mode == "cached":
             return net.predict(audio, template, style)[0]
-        return uncached_predict(net, audio, style) + template[:, None]
+        return uncached_predict(net, audio, style, mode == "faceformer") + template[:, None]
 
     run(audio_of(1.0))  # warm-up
     audio = audio_of(seconds)
@@ -108,7 +120,7 @@ def run_case(seconds: float, cached: bool, device: str, threads: int) -> dict:
     encoder, encoder_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     return {
         "audio_seconds": seconds,
-        "mode": "cached" if cached else "uncached",
+        "mode": mode,
         "encoder_seconds": encoder,  # wav2vec 2.0 alone: the rest is the decoder loop
         "encoder_cpu_seconds": encoder_cpu,
         "frames": frames,
@@ -120,7 +132,7 @@ def run_case(seconds: float, cached: bool, device: str, threads: int) -> dict:
     }
 
 
-def child(seconds: float, cached: bool, device: str, threads: int, timeout: float) -> dict:
+def child(seconds: float, mode: str, device: str, threads: int, timeout: float) -> dict:
     command = [
         sys.executable,
         "-m",
@@ -128,7 +140,7 @@ def child(seconds: float, cached: bool, device: str, threads: int, timeout: floa
         "--case",
         str(seconds),
         "--mode",
-        "cached" if cached else "uncached",
+        mode,
         "--device",
         device,
         "--threads",
@@ -137,7 +149,6 @@ def child(seconds: float, cached: bool, device: str, threads: int, timeout: floa
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        mode = "cached" if cached else "uncached"
         return {"audio_seconds": seconds, "mode": mode, "skipped": f"over {timeout:.0f} s"}
     if done.returncode:
         raise RuntimeError(f"case {seconds} s failed:\n{done.stderr[-2000:]}")
@@ -151,16 +162,17 @@ def summarise(results: list[dict]) -> dict:
     for r in timed.values():
         r["decoder_cpu_seconds"] = r["cpu_seconds"] - r["encoder_cpu_seconds"]
     for clock in ("seconds", "cpu_seconds", "decoder_cpu_seconds"):
-        if ("cached", 10) in timed and ("uncached", 10) in timed:
-            out[f"uncached_over_cached_10s_{clock}"] = (
-                timed["uncached", 10][clock] / timed["cached", 10][clock]
-            )
+        for other in ("uncached", "faceformer"):
+            if ("cached", 10) in timed and (other, 10) in timed:
+                out[f"{other}_over_cached_10s_{clock}"] = (
+                    timed[other, 10][clock] / timed["cached", 10][clock]
+                )
         for mode in ("cached", "uncached"):
             if (mode, 60) in timed and (mode, 10) in timed:
                 out[f"{mode}_60s_over_10s_{clock}"] = (
                     timed[mode, 60][clock] / timed[mode, 10][clock]
                 )
-    for mode in ("cached", "uncached"):
+    for mode in MODES:
         lengths = sorted(s for m, s in timed if m == mode)
         out[f"{mode}_peak_mb_per_audio_s"] = {
             s: timed[mode, s]["peak_memory_mb"] / s for s in lengths
@@ -175,14 +187,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, nargs="+", default=list(SECONDS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--uncached-max-seconds", type=float, default=60.0)
+    parser.add_argument("--faceformer-max-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="per case, seconds")
     parser.add_argument("--out", default="benchmarks/results/dualtalker_inference.json")
     parser.add_argument("--case", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--mode", choices=("cached", "uncached"), help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case is not None:  # the child
-        print(json.dumps(run_case(args.case, args.mode == "cached", args.device, args.threads)))
+        print(json.dumps(run_case(args.case, args.mode, args.device, args.threads)))
         return {}
     report = {
         "date": time.strftime("%Y-%m-%d"),
@@ -190,22 +204,20 @@ def main(argv: list[str] | None = None) -> dict:
         "config": "benchmarks.dualtalker.build('faceformer'), eval, fp32, batch 1, 30 fps",
         "results": [],
     }
+    limits = {"uncached": args.uncached_max_seconds, "faceformer": args.faceformer_max_seconds}
     for seconds in args.seconds:
-        for cached in (True, False):
-            if not cached and seconds > args.uncached_max_seconds:
+        for mode in args.modes:
+            if seconds > limits.get(mode, float("inf")):
+                skipped = f"quadratic cost (--{mode}-max-seconds)"
                 report["results"].append(
-                    {
-                        "audio_seconds": seconds,
-                        "mode": "uncached",
-                        "skipped": "quadratic cost (--uncached-max-seconds)",
-                    }
+                    {"audio_seconds": seconds, "mode": mode, "skipped": skipped}
                 )
                 continue
-            entry = child(seconds, cached, args.device, args.threads, args.timeout)
+            entry = child(seconds, mode, args.device, args.threads, args.timeout)
             report["results"].append(entry)
             if "seconds" in entry:
                 print(
-                    f"{entry['mode']:<9} {seconds:6.0f} s audio {entry['frames']:6d} frames "
+                    f"{entry['mode']:<10} {seconds:6.0f} s audio {entry['frames']:6d} frames "
                     f"{entry['seconds']:8.2f} s (cpu {entry['cpu_seconds']:.2f} s, wav2vec "
                     f"{entry['encoder_cpu_seconds']:.2f} s) "
                     f"{entry['frames_per_s']:9.1f} frames/s "
@@ -213,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
                     flush=True,
                 )
             else:
-                print(f"{entry['mode']:<9} {seconds:6.0f} s audio skipped: {entry['skipped']}")
+                print(f"{entry['mode']:<10} {seconds:6.0f} s audio skipped: {entry['skipped']}")
     report["summary"] = summarise(report["results"])
     print(json.dumps(report["summary"], indent=1))
     out = Path(args.out)

@@ -272,3 +272,32 @@ class MetricsJSON(Callback):
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.path)
+
+
+class CompileNetworks(Callback):
+    """``trainer.compile``: each network of the module compiled in place with ``torch.compile``
+    (``nn.Module.compile``: parameter names and checkpoints unchanged) before the first step;
+    metrics and parameter-free children are left alone. ``backend`` None: PyTorch's default."""
+
+    def __init__(self, backend: str | None = None) -> None:
+        self.backend = backend
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from torchmetrics import Metric
+
+        kwargs = {"backend": self.backend} if self.backend else {}
+        for child in pl_module.children():
+            if isinstance(child, Metric) or next(child.parameters(), None) is None:
+                continue
+            if getattr(child, "_compiled_call_impl", None) is None:
+                child.compile(**kwargs)
+
+
+def set_matmul_precision(value: str | None, trainer: L.Trainer) -> None:
+    """``trainer.float32_matmul_precision``; None: ``high`` (TF32) on CUDA, else unchanged."""
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    if value is None and isinstance(trainer.accelerator, CUDAAccelerator):
+        value = "high"
+    if value is not None:
+        torch.set_float32_matmul_precision(value)

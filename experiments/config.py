@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import yaml
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
@@ -38,6 +38,7 @@ from experiments.config_errors import (  # noqa: F401 (re-exported: the config A
     type_name,
     valid_keys,
 )
+from experiments.trainer_config import OWNED, TrainerConfig, owned_key_error
 
 PRESETS_DIR = Path(__file__).parent / "configs" / "presets"
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
@@ -47,36 +48,6 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 # --------------------------------------------------------------------------------------------
 # Schemas
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainerConfig:
-    """Keyword arguments of ``lightning.Trainer`` (same names, same meaning)."""
-
-    accelerator: str = "auto"
-    devices: Any = 1  # int, "auto", "0,1" or a list of device ids
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
-    max_epochs: int = 10
-    max_steps: int = -1
-    gradient_clip_val: Optional[float] = None
-    gradient_clip_algorithm: str = "norm"
-    accumulate_grad_batches: int = 1
-    # int = number of batches, float = fraction (Lightning treats 1 and 1.0 differently)
-    val_check_interval: Optional[Union[int, float]] = None
-    check_val_every_n_epoch: Optional[int] = 1
-    limit_train_batches: Optional[Union[int, float]] = None
-    limit_val_batches: Optional[Union[int, float]] = None
-    limit_test_batches: Optional[Union[int, float]] = None
-    log_every_n_steps: int = 50
-    deterministic: bool = False
-    benchmark: Optional[bool] = None
-    num_sanity_val_steps: int = 2
-    use_distributed_sampler: bool = True
-    enable_progress_bar: bool = True
-    sync_batchnorm: bool = False
-    fast_dev_run: Any = False  # bool or number of batches; turns loggers and checkpoints off
 
 
 @dataclass
@@ -208,14 +179,26 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _yaml_loader() -> Any:
-    """OmegaConf's YAML loader (floats like 1e-3, keeps ${...} strings); SafeLoader otherwise."""
-    try:
-        from omegaconf._utils import get_yaml_loader
+class _YAMLLoader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.2; YAML 1.1 wants ``1.0e-3``)."""
 
-        return get_yaml_loader()
-    except ImportError:  # pragma: no cover - private API moved
-        return yaml.SafeLoader
+
+_YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml_loader() -> Any:
+    return _YAMLLoader
 
 
 def _nest(key: str, value: Any) -> dict:
@@ -306,6 +289,9 @@ def compose(
 def check_run_config(cfg: DictConfig) -> None:
     """Value checks for the generic sections (types are already checked by OmegaConf)."""
     t = cfg.trainer
+    for name in OWNED:
+        if t[name] is not None:
+            raise ConfigError(owned_key_error(name))
     if str(t.precision) not in PRECISIONS:
         raise ConfigError(
             f"trainer.precision: unsupported value '{t.precision}'; "
@@ -331,6 +317,17 @@ def check_run_config(cfg: DictConfig) -> None:
     if not (isinstance(fdr, bool) or (isinstance(fdr, int) and fdr >= 0)):
         raise ConfigError(f"trainer.fast_dev_run: expected bool or int >= 0, got {fmt_value(fdr)}")
     _one_of("trainer.gradient_clip_algorithm", t.gradient_clip_algorithm, ("norm", "value"))
+    if t.float32_matmul_precision is not None:
+        _one_of(
+            "trainer.float32_matmul_precision",
+            t.float32_matmul_precision,
+            ("highest", "high", "medium"),
+        )
+    if not isinstance(t.compile, bool | str) or t.compile == "":
+        raise ConfigError(
+            f"trainer.compile: expected true, false or a torch.compile backend name, got "
+            f"{fmt_value(t.compile)}"
+        )
     _one_of("logger.wandb.mode", cfg.logger.wandb.mode, WANDB_MODES)
     _one_of("checkpoint.mode", cfg.checkpoint.mode, ("min", "max"))
     for key in ("num_nodes", "accumulate_grad_batches", "log_every_n_steps"):

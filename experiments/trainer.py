@@ -24,10 +24,18 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
-from experiments.callbacks import MetricsJSON, NonFiniteLossStop, RNGState, SuiteMetadata
+from experiments.callbacks import (
+    CompileNetworks,
+    MetricsJSON,
+    NonFiniteLossStop,
+    RNGState,
+    SuiteMetadata,
+    set_matmul_precision,
+)
 from experiments.config import ConfigError, to_container, to_yaml
 from experiments.registry import SystemSpec
 from experiments.slurm import job_run_dir
+from experiments.trainer_config import lightning_kwargs
 from experiments.wandb_run import WandbSummaries
 from lightning_modules.callbacks import MediaLogger
 from lightning_modules.layer_sync import SyncBatchNormLayers
@@ -216,10 +224,7 @@ def trainer_kwargs(cfg: DictConfig, spec: SystemSpec | None = None) -> dict[str,
     layer-sync plugin that keeps BatchNorm subclasses' own forward
     (``lightning_modules/layer_sync.py``) for ``sync_batchnorm``. What a system needs from DDP
     is given to the strategy the Trainer resolves (:func:`fit_ddp_to_system`)."""
-    kwargs = to_container(cfg.trainer)
-    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        if kwargs[key] is None:
-            kwargs.pop(key)  # Trainer's default (all batches)
+    kwargs = lightning_kwargs(to_container(cfg.trainer))
     if kwargs["precision"] == "32":
         kwargs["precision"] = "32-true"
     check_strategy(cfg, spec)
@@ -307,6 +312,9 @@ def build_callbacks(
     if spec is not None and spec.summaries is not None:
         summaries += list(spec.summaries(cfg))
     callbacks.append(WandbSummaries(summaries))
+    if cfg.trainer.compile:
+        backend = cfg.trainer.compile if isinstance(cfg.trainer.compile, str) else None
+        callbacks.append(CompileNetworks(backend))
     if checkpointing:
         best = ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -376,6 +384,7 @@ def build_trainer(
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"invalid trainer settings: {first}") from e
     fit_ddp_to_system(trainer.strategy, spec)
+    set_matmul_precision(cfg.trainer.float32_matmul_precision, trainer)
     hparams = to_container(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(hparams)

@@ -70,6 +70,8 @@ class FaceDataOptions:
     num_workers: int = 0
     max_seconds: Optional[float] = None  # cut longer sequences (FaceFormer's mask: 600 frames)
     length_tolerance_s: float = 0.25  # audio and vertices may differ: both cut to the shorter
+    # configs stored before length_tolerance_s: the tolerance in frames (used when set)
+    length_tolerance: Optional[float] = None
     lip_vertices: Optional[str] = None  # vertex-id file (.txt/.npy) of the LVE lip set
     upper_face_vertices: Optional[str] = None  # vertex-id file of the FDD upper-face set
     flame_masks: Optional[str] = None  # VOCA: FLAME_masks.pkl (default <root>/FLAME_masks.pkl)
@@ -101,6 +103,7 @@ class FaceDataModule(L.LightningDataModule):
         num_workers: int = _DEFAULTS.num_workers,
         max_seconds: float | None = _DEFAULTS.max_seconds,
         length_tolerance_s: float = _DEFAULTS.length_tolerance_s,
+        length_tolerance: float | None = _DEFAULTS.length_tolerance,
         lip_vertices: str | None = _DEFAULTS.lip_vertices,
         upper_face_vertices: str | None = _DEFAULTS.upper_face_vertices,
         flame_masks: str | None = _DEFAULTS.flame_masks,
@@ -108,6 +111,8 @@ class FaceDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.protocol = get_protocol(dataset)
+        if length_tolerance is not None:  # an older config's frames at the data set's rate
+            length_tolerance_s = length_tolerance / self.protocol.fps
         if batch_size < 1:
             raise DataError(f"data.batch_size must be at least 1, got {batch_size}")
         if max_seconds is not None and max_seconds <= 0:

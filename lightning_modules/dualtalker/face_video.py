@@ -8,6 +8,7 @@ video, fitted to the template), the mp4 from :func:`~lightning_modules.dualtalke
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,16 @@ import numpy as np
 
 from .render import DEFAULT_TIMEOUT, Camera, MeshRenderer
 from .video import colorbar, error_colors, label, side_by_side, write_video
+
+
+def _renderer(
+    renderer: MeshRenderer | None, faces, camera: Camera, size: int, timeout: float
+) -> contextlib.AbstractContextManager[MeshRenderer]:
+    """``renderer`` looking through ``camera`` (left running), else a new one for this video."""
+    if renderer is None:
+        return MeshRenderer(faces, camera, size, size, timeout=timeout)
+    renderer.set_camera(camera)
+    return contextlib.nullcontext(renderer)
 
 
 def _progress(total: int, description: str, enabled: bool):
@@ -35,13 +46,15 @@ def render_video(
     caption: str = "",
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool = True,
+    renderer: MeshRenderer | None = None,
 ) -> int:
     """``vertices`` (T, V*3) as an mp4 with ``audio``; the camera fitted to ``template`` (else
-    the first frame). Returns the number of frames."""
+    the first frame). ``renderer``: a running one of this topology and size to reuse. Returns
+    the number of frames."""
     frames = np.asarray(vertices, dtype=np.float32).reshape(len(vertices), -1, 3)
     camera = Camera.fit(frames[0] if template is None else template)
     with (
-        MeshRenderer(faces, camera, size, size, timeout=timeout) as renderer,
+        _renderer(renderer, faces, camera, size, timeout) as renderer,
         _progress(len(frames), f"rendering {Path(path).name}", progress) as bar,
     ):
 
@@ -67,6 +80,7 @@ def render_comparison(
     unit: str = "",
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool = True,
+    renderer: MeshRenderer | None = None,
 ) -> int:
     """Prediction (left, coloured by its per-vertex distance to the ground truth, with a colour
     bar) beside the ground truth (right), ``corner`` (e.g. the sequence's LVE) written top
@@ -84,7 +98,7 @@ def render_comparison(
             yield t, None
 
     with (
-        MeshRenderer(faces, camera, size, size, timeout=timeout) as renderer,
+        _renderer(renderer, faces, camera, size, timeout) as renderer,
         _progress(length, f"rendering {Path(path).name}", progress) as bar,
     ):
 

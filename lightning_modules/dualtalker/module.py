@@ -319,12 +319,13 @@ class DualTalkerModule(L.LightningModule):
         the audio). Returns one record per sequence and condition: ``name``, ``condition`` (a
         training subject, or ``mean``) and ``vertices`` float32 (T, V*3) on the CPU; with
         ``evaluation.write_predictions`` each is also written as CodeTalker's
-        ``predictions/<name>_condition_<condition>.npy`` (every rank its own sequences).
+        ``predictions/<name>_condition_<condition>.npy`` under the Trainer's root (every rank
+        its own sequences; nothing is written when called without a Trainer).
         """
         records = []
         for idx, conditions, vertices, mask in self.conditioned_predictions(batch, True):
             names = [batch["name"][int(i)] for i in idx]
-            if self.eval_cfg.write_predictions:
+            if self.eval_cfg.write_predictions and self._trainer is not None:
                 folder = Path(self.trainer.default_root_dir) / "predictions"
                 self.write_predictions(folder, names, conditions, vertices, mask)
             for name, condition, v, m in zip(names, conditions, vertices, mask):

@@ -236,6 +236,16 @@ class MeshRenderer:
             left -= len(chunk)
         return b"".join(chunks)
 
+    def set_camera(self, camera: Camera) -> None:
+        """Look through ``camera`` from the next frame on (the worker keeps running)."""
+        self.camera = camera
+        if self._proc is None:
+            return
+        self._send({"op": "camera", "camera": asdict(camera)}, b"")
+        reply, _ = self._receive(self.timeout, "moving the camera")
+        if not reply.get("ok"):
+            self._fail(f"the renderer failed moving the camera: {reply.get('error')}")
+
     # ---------------------------------------------------------------- frames
     def _request(self, vertices: np.ndarray, colors: np.ndarray | None) -> None:
         v = np.ascontiguousarray(np.asarray(vertices, dtype=np.float32).reshape(-1, 3))

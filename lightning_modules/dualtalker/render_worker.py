@@ -7,6 +7,7 @@ renderer that hangs or crashes can be killed without taking the caller with it. 
 directions are a 4-byte length, a JSON header and raw bytes:
 
 * ``setup`` (width, height, camera, faces as int32 bytes) -> ``{"ok": true}``
+* ``camera`` (a new camera for the next frames) -> ``{"ok": true}``
 * ``frame`` (vertices as float32 (V, 3) bytes, optional per-vertex float32 RGB colours)
   -> the image as (H, W, 3) uint8 bytes
 * an error anywhere -> ``{"ok": false, "error": "..."}`` and the worker exits.
@@ -84,12 +85,18 @@ class _Scene:
         scene.scene.add_directional_light(
             "fill", np.ones(3), np.array(FILL_LIGHT[1]), FILL_LIGHT[0], False
         )
-        cam = setup["camera"]
+        self.aspect = int(setup["width"]) / int(setup["height"])
+        self.set_camera(setup["camera"])
+
+    def set_camera(self, cam: dict) -> None:
         fov, center, eye = float(cam["fov"]), np.array(cam["center"]), np.array(cam["eye"])
         self.renderer.setup_camera(fov, center, eye, np.array(cam["up"]))
-        aspect = int(setup["width"]) / int(setup["height"])
-        scene.camera.set_projection(
-            fov, aspect, float(cam["near"]), float(cam["far"]), rendering.Camera.FovType.Vertical
+        self.scene.camera.set_projection(
+            fov,
+            self.aspect,
+            float(cam["near"]),
+            float(cam["far"]),
+            self.o3d.visualization.rendering.Camera.FovType.Vertical,
         )
 
     def render(self, vertices: np.ndarray, colors: np.ndarray | None) -> np.ndarray:
@@ -128,6 +135,9 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> int:
             if header["op"] == "setup":
                 faces = np.frombuffer(payload, dtype=np.int32).copy()
                 scene = _Scene(o3d, header, faces)
+                write_message(replies, {"ok": True})
+            elif header["op"] == "camera":
+                scene.set_camera(header["camera"])
                 write_message(replies, {"ok": True})
             elif header["op"] == "frame":
                 n = int(header["vertices"])

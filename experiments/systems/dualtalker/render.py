@@ -23,7 +23,9 @@ line); see :mod:`datamodules.face.topology`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -91,7 +93,9 @@ def read_speech(path: str) -> tuple[np.ndarray, float]:
     if not file.is_file():
         raise DataError(f"wav={path}: no such file")
     try:
-        audio, _ = librosa.load(str(file), sr=SAMPLE_RATE, mono=True)
+        with warnings.catch_warnings():  # librosa's fallback notes, before our own message
+            warnings.simplefilter("ignore")
+            audio, _ = librosa.load(str(file), sr=SAMPLE_RATE, mono=True)
     except Exception as err:  # noqa: BLE001 - every decoder failure is the same user error
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"wav={path}: not an audio file librosa can read ({detail})") from None
@@ -271,68 +275,98 @@ def render_speech(
 
 def render_split(run, faces, out: Path) -> None:
     """The ``split=`` render: each sequence's prediction beside its ground truth."""
-    import torch
-
-    from datamodules.face.readers import SAMPLE_RATE
-    from lightning_modules.dualtalker.face_video import render_comparison
-    from lightning_modules.dualtalker.metrics import PAPER_UNITS, LipVertexError
+    from lightning_modules.dualtalker.render import Camera, MeshRenderer
 
     cfg, dm, module = run.cfg, run.datamodule, run.module
     split = str(cfg.render.split)
     dm.setup("validate" if split == "val" else "test")
     dataset = dm.dataset(split)
-    subjects = module.train_subjects
     policy = cfg.render.condition or module.options.unseen_condition
-    if policy not in (*subjects, "all", "mean"):
+    if policy not in (*module.train_subjects, "all", "mean"):
         raise DataError(
             f"condition={policy} is not a training subject of this checkpoint; use one of "
-            + ", ".join(subjects)
+            + ", ".join(module.train_subjects)
             + " (or mean)"
         )
-    unit = PAPER_UNITS[str(cfg.data.dataset)]["lve"]
     try:
         lips = dm.lip_vertices
     except DataError as err:
         lips = None
         print(f"no LVE in the videos: {err}")
-    rows = []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        if item["style"] >= 0:
-            condition, styles = item["subject"], [item["style"]]
-        elif policy in subjects:
-            condition, styles = policy, [subjects.index(policy)]
-        else:
-            condition, styles = "mean", list(range(len(subjects)))
-        prediction = predict(module, item["audio"], item["template"], styles)
-        truth = item["vertices"]
-        length = min(len(prediction), len(truth))
-        name = f"{item['name']}_condition_{condition}"
-        np.save(out / f"{name}.npy", prediction[:length])
-        corner, lve = "", None
-        if lips is not None:
-            metric = LipVertexError(lips, unit=unit)
-            metric.update(
-                torch.from_numpy(prediction[None, :length]), torch.from_numpy(truth[None, :length])
+    size = int(cfg.render.size)
+    with contextlib.ExitStack() as stack:
+        renderer = None
+        if faces is not None:  # one worker for every video (each its own camera)
+            first = dataset[0]["template"]
+            camera = Camera.fit(first)
+            renderer = stack.enter_context(
+                MeshRenderer(faces, camera, size, size, timeout=float(cfg.render.timeout))
             )
-            lve = float(metric.compute())
-            corner = f"LVE {lve:.3f} (x{unit:g})"
-        rows.append((name, length, "" if lve is None else f"{lve:.6f}"))
-        if faces is not None:
-            render_comparison(
-                out / f"{name}_audio.mp4",
-                faces,
-                prediction,
-                truth,
-                dm.fps,
-                item["audio"],
-                SAMPLE_RATE,
-                size=int(cfg.render.size),
-                template=item["template"],
-                corner=corner,
-                timeout=float(cfg.render.timeout),
-            )
+        rows = [
+            render_item(run, dataset[i], faces, out, policy, lips, size, renderer)
+            for i in range(len(dataset))
+        ]
+    unit = _lve_unit(cfg)
     with (out / "lve.csv").open("w") as f:
         f.write(f"sequence,frames,lve_x{unit:g}\n")
         f.writelines(",".join(map(str, row)) + "\n" for row in rows)
     print(f"{len(rows)} {split} sequences rendered")
+
+
+def _lve_unit(cfg: DictConfig) -> float:
+    from lightning_modules.dualtalker.metrics import PAPER_UNITS
+
+    return PAPER_UNITS[str(cfg.data.dataset)]["lve"]
+
+
+def render_item(
+    run, item: dict, faces, out: Path, policy: str, lips, size: int, renderer=None
+) -> tuple:
+    """One sequence of a split (a dataset item): ``<name>_condition_<c>.npy`` and, with
+    ``faces``, ``<name>_condition_<c>_audio.mp4`` side by side; returns its lve.csv row.
+    Training subjects speak in their own style, unseen ones in ``policy``'s (all, mean: the
+    mean prediction over every training condition)."""
+    import torch
+
+    from datamodules.face.readers import SAMPLE_RATE
+    from lightning_modules.dualtalker.face_video import render_comparison
+    from lightning_modules.dualtalker.metrics import LipVertexError
+
+    cfg, module, subjects = run.cfg, run.module, run.module.train_subjects
+    unit = _lve_unit(cfg)
+    if item["style"] >= 0:
+        condition, styles = item["subject"], [item["style"]]
+    elif policy in subjects:
+        condition, styles = policy, [subjects.index(policy)]
+    else:
+        condition, styles = "mean", list(range(len(subjects)))
+    prediction = predict(module, item["audio"], item["template"], styles)
+    truth = item["vertices"]
+    length = min(len(prediction), len(truth))
+    name = f"{item['name']}_condition_{condition}"
+    np.save(out / f"{name}.npy", prediction[:length])
+    corner, lve = "", None
+    if lips is not None:
+        metric = LipVertexError(lips, unit=unit)
+        metric.update(
+            torch.from_numpy(prediction[None, :length]), torch.from_numpy(truth[None, :length])
+        )
+        lve = float(metric.compute())
+        corner = f"LVE {lve:.3f} (x{unit:g})"
+    if faces is not None:
+        render_comparison(
+            out / f"{name}_audio.mp4",
+            faces,
+            prediction,
+            truth,
+            run.datamodule.fps,
+            item["audio"],
+            SAMPLE_RATE,
+            size=size,
+            template=item["template"],
+            corner=corner,
+            unit="m" if str(cfg.data.dataset) == "vocaset" else "",  # BIWI: area-normalised
+            timeout=float(cfg.render.timeout),
+            renderer=renderer,
+        )
+    return name, length, "" if lve is None else f"{lve:.6f}"

@@ -1,11 +1,12 @@
 """Bad inputs to the commands that run something: one ``error:`` line, exit code 2, nothing
 written or overwritten.
 
-Unreadable checkpoints (empty, truncated, not a checkpoint) given to ``eval``, ``derive``,
-``resume`` (a path or ``last``) and ``model.init_from``; a read-only output folder for ``train``,
-``eval``, ``data`` and ``resume``; a command given a checkpoint but no experiment. Most go through
-``cli()`` in this process with the tiny toy system (tests/helpers/toy_system.py); one read-only
-folder is a real ``python -m experiments`` subprocess without the permission bypass of root.
+Unreadable checkpoints (empty, truncated, not a checkpoint, a lone tensor) given to ``eval``,
+``derive``, ``resume`` (a path or ``last``) and ``model.init_from``; a read-only output folder
+for ``train``, ``eval``, ``data`` and ``resume``; a command given a checkpoint but no
+experiment; a DDP strategy a system cannot run. Most go through ``cli()`` in this process with
+the tiny toy system (tests/helpers/toy_system.py); one read-only folder is a real
+``python -m experiments`` subprocess without the permission bypass of root.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments.__main__ import cli
 from experiments.run import train
@@ -32,6 +34,7 @@ REASONS = {
     "truncated": "it is truncated ({size} bytes, the end of its zip archive is missing: was the "
     "save or a copy interrupted?)",
     "text": "it is not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)",
+    "tensor": "it holds a Tensor, not a checkpoint's dictionary (state_dict, ...)",
 }
 
 
@@ -86,6 +89,8 @@ def bad_checkpoint(kind: str, folder: Path, good: Path) -> tuple[Path, str]:
         path.write_bytes(b"")
     elif kind == "truncated":  # the first half of a good checkpoint
         path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "tensor":  # torch.save of something else than a checkpoint
+        torch.save(torch.ones(2), path)
     else:
         path.write_text("epoch,loss\n1,0.5\n")
     return path, REASONS[kind].format(size=path.stat().st_size)

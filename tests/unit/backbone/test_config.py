@@ -113,7 +113,7 @@ def test_presets_from_suite_config_path(tmp_path, monkeypatch):
         ("seed=7", "seed", 7),
         ("trainer.gradient_clip_val=0.5", "trainer.gradient_clip_val", 0.5),
         ("trainer.gradient_clip_val=1e-3", "trainer.gradient_clip_val", 1e-3),
-        ("trainer.gradient_clip_val=2", "trainer.gradient_clip_val", 2.0),
+        ("trainer.gradient_clip_val=2", "trainer.gradient_clip_val", 2),
         ("trainer.deterministic=true", "trainer.deterministic", True),
         ("trainer.benchmark=False", "trainer.benchmark", False),
         ("logger.wandb.tags=[a, b]", "logger.wandb.tags", ["a", "b"]),
@@ -181,9 +181,9 @@ def test_typo_in_yaml_names_the_file(tmp_path):
 def test_wrong_type_message():
     with pytest.raises(ConfigError) as info:
         _compose(["trainer.max_epochs=ten"])
-    assert str(info.value) == "trainer.max_epochs: expected int, got 'ten'"
+    assert str(info.value) == "trainer.max_epochs: expected int or null, got 'ten'"
     with pytest.raises(
-        ConfigError, match=r"^trainer.gradient_clip_val: expected float or null, got 'x'$"
+        ConfigError, match=r"^trainer.gradient_clip_val: expected int or float or null, got 'x'$"
     ):
         _compose(["trainer.gradient_clip_val=x"])
     with pytest.raises(ConfigError, match=r"^logger.wandb.tags: expected list of str, got null$"):

@@ -280,3 +280,9 @@ def test_trainer_predict_without_ground_truth(tmp_path) -> None:
     assert torch.allclose(alone, got["F1_e38", "M3"], atol=1e-5)
     with pytest.raises(ValueError, match="F2, F3, M3"):
         module.condition_index("F1")
+    # without a Trainer (a render command): the same records, nothing written
+    bare = biwi_module().predict_step(batches[0])
+    assert [(r["name"], r["condition"]) for r in bare] == [
+        (r["name"], r["condition"]) for r in records
+    ]
+    assert torch.allclose(bare[0]["vertices"], records[0]["vertices"], atol=1e-6)

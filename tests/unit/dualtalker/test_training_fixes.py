@@ -166,6 +166,8 @@ def test_audio_and_vertices_are_cut_to_the_shorter_within_the_tolerance(tmp_path
     assert sequence.frames == audio_frames and len(sequence.audio) <= round(seconds * 16000)
     with pytest.raises(DataError, match=r"data.length_tolerance_s=0.1 s"):
         FaceDataModule("biwi", root, length_tolerance_s=0.1).setup("fit")
+    # a config stored before the key (data.length_tolerance, frames) still loads: 5 / 25 s
+    assert FaceDataModule("biwi", root, length_tolerance=5).length_tolerance_s == 0.2
     # vertices shorter than the audio: the audio is cut to the vertices' frames
     np.save(path, stored[:-3])
     dm = FaceDataModule("biwi", root)
