@@ -17,13 +17,14 @@ demo test test-all test-gpu: export WANDB_SILENT ?= true
 
 .PHONY: help setup check-system demo test test-all test-gpu lint bench data train-textnas eval-textnas search-textnas \
 	search-alphagan derive-alphagan train-alphagan eval-alphagan prepare-voca train-dualtalker eval-dualtalker render clean-outputs \
-	paper-textnas paper-alphagan paper-dualtalker sweep
+	paper-textnas paper-alphagan paper-dualtalker sweep gpu-check
 
 help:
 	@echo "make demo            every system's demo on generated data (CPU, minutes); SYSTEMS=textnas for one"
 	@echo "make test            the fast test suite (creates .venv if missing)"
 	@echo "make test-all        every test, slow ones included"
 	@echo "make test-gpu        the GPU tests (skipped without CUDA)"
+	@echo "make gpu-check       on a GPU: the GPU tests and a short bf16 bench per system (< 8 min)"
 	@echo "make lint            ruff + import contracts"
 	@echo "make bench           throughput and memory -> benchmarks/results/*.json"
 	@echo "make data EXPERIMENT=textnas_train_sst2 ARGS='data.root=...'   the data as training reads it"
@@ -66,6 +67,14 @@ test-all: setup
 
 test-gpu: setup
 	$(PY) -m pytest -m gpu -p no:cacheprovider $(PYTEST_ARGS)
+
+# On a GPU machine, in one short slot (< 8 min): every system's GPU tests, then a short bf16
+# bench per system -> benchmarks/results/gpu-<system>.json. Uses .venv when there is one, else
+# the machine's python (a GPU box may have torch and lightning but no network for make setup).
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	timeout 300 $(GPU_PY) -m pytest -m gpu -p no:cacheprovider -q $(PYTEST_ARGS)
+	timeout 180 $(GPU_PY) -m benchmarks.gpu $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

@@ -185,7 +185,7 @@ def _run_trial(
         overrides.update(param.overrides(param.suggest(trial)))
     trial_dir = sweep_dir / f"trial_{trial.number:03d}"
     seeds = args.seeds or spec.seeds
-    values, runs = [], []
+    values, runs, reported = [], [], {}
     for i in range(seeds):
         words = [*args.overrides, *(f"{k}={format_value(v)}" for k, v in overrides.items())]
         words.append(f"output_dir={trial_dir}")
@@ -198,7 +198,10 @@ def _run_trial(
         if report is not None and report.pruned:
             raise optuna.TrialPruned()
         values.append(_trial_value(result.metrics, goal.metric, goal.use_best))
+        for key in spec.report:
+            reported.setdefault(key, []).append(_trial_value(result.metrics, key, False))
     trial.set_user_attr("values", values)
+    trial.set_user_attr("report", reported)
     trial.set_user_attr("overrides", {k: format_value(v) for k, v in overrides.items()})
     mean = statistics.fmean(values)
     trial.set_user_attr("std", statistics.pstdev(values) if len(values) > 1 else 0.0)
@@ -216,9 +219,17 @@ def _table(study: Any, metric: str) -> list[dict[str, Any]]:
         if value and len(values) > 1:
             value += f" ± {std:.4f} (n={len(values)})"
         row[metric] = value
+        for key, got in (t.user_attrs.get("report") or {}).items():
+            row[key] = _mean_std(got)
         row["run"] = (t.user_attrs.get("run_dirs") or [""])[0]
         rows.append(row)
     return rows
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.pstdev(values):.4f}"
 
 
 def _write_outputs(study: Any, metric: str, sweep_dir: Path) -> Path | None:

@@ -7,6 +7,7 @@ A sweep file is YAML::
     sampler: tpe          # tpe | random | grid (grid needs choices only)
     n_trials: 8           # the study's total; the command line's n_trials= wins
     seeds: 1              # every configuration run with this many seeds (mean ± std)
+    report: [val/fdd]     # more logged metrics for the table (each trial's last value)
     params:
       optim.lr: {low: 1.0e-4, high: 1.0e-2, log: true}   # a float range (log-uniform)
       model.width: {low: 16, high: 64, step: 16}         # ints: an int range
@@ -26,13 +27,13 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from experiments.config import ConfigError, load_yaml
 
-FILE_KEYS = ("metric", "direction", "sampler", "n_trials", "seeds", "params")
+FILE_KEYS = ("metric", "direction", "sampler", "n_trials", "seeds", "report", "params")
 RANGE_KEYS = ("low", "high", "log", "step")
 SAMPLERS = ("tpe", "random", "grid")
 
@@ -119,7 +120,7 @@ class SweepSpec:
     sampler: str = "tpe"
     n_trials: int = 8
     seeds: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    report: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -229,6 +230,9 @@ def read_sweep(path: str | Path) -> SweepSpec:
         raise _error(path, f"sampler: '{sampler}' is not one of {', '.join(SAMPLERS)}")
     if sampler == "grid" and any(p.choices is None and p.bundles is None for p in parsed):
         raise _error(path, "sampler: grid needs every parameter as choices, not a range")
+    report = data.get("report") or []
+    if not isinstance(report, list) or not all(isinstance(k, str) for k in report):
+        raise _error(path, f"report: expected a list of metric names, got {report!r}")
     direction = data.get("direction", "auto")
     if direction not in ("auto", "maximize", "minimize"):
         raise _error(path, f"direction: '{direction}' is not auto, maximize or minimize")
@@ -240,6 +244,7 @@ def read_sweep(path: str | Path) -> SweepSpec:
         sampler=sampler,
         n_trials=_positive_int(path, "n_trials", data.get("n_trials", 8)),
         seeds=_positive_int(path, "seeds", data.get("seeds", 1)),
+        report=tuple(report),
     )
 
 

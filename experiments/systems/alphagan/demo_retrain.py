@@ -54,7 +54,7 @@ def standin_fids(ckpt: Path, num_samples: int = 512) -> tuple[float, float, dict
 def side_by_side(grids: dict, fids: tuple[float, float], path: Path) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 4.4))
+    fig = Figure(figsize=(8, 3.4))
     for ax, (name, grid), fid in zip(fig.subplots(1, 2), grids.items(), fids, strict=True):
         ax.imshow(grid.permute(1, 2, 0).numpy())
         ax.set_title(f"{name} G: FID {fid:.3f}\n({LABEL})", fontsize=9)
