@@ -262,7 +262,16 @@ class AlphaGANRetrain(L.LightningModule):
             metrics["is"] = InceptionScore(splits=m.splits).to(self.device)
         self._scoring.update(extractor=extractor, metrics=metrics)
 
+    def on_fit_start(self) -> None:
+        if self.metrics_cfg.train_samples > 0:  # a missing weights/statistics file fails now,
+            self._prepare_scoring()  # not at the first evaluation thousands of steps later
+
     def on_validation_epoch_start(self) -> None:
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # BatchNorm statistics moved on each rank since DDP last broadcast them: every rank
+            # samples with rank 0's, so the sharded scores are those of one generator
+            for buffer in self.generator.buffers():
+                torch.distributed.broadcast(buffer, src=0)
         if self.scoring_samples() > 0:
             self._prepare_scoring()
 

@@ -322,4 +322,5 @@ class DualTalker(nn.Module):
         style = self.style(style_weights(style, self.num_subjects).to(audio_tokens.dtype))
         offsets = self.autoregress(audio_tokens, style, length)
         frame_mask = torch.arange(length, device=frames.device)[None] < frames[:, None]
-        return offsets + template.reshape(len(frames), 1, -1), frame_mask
+        offsets = offsets.float()  # in place below: one (B, T, V*3) tensor, not two
+        return offsets.add_(template.reshape(len(frames), 1, -1)), frame_mask

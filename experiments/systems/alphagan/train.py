@@ -27,6 +27,7 @@ precision ``32-true`` or ``bf16-mixed``.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,8 +193,10 @@ class RetrainDataModule(ImageDataModule):
         self.metrics, self._resume_batches = metrics, 0
 
     def resume_at(self, batches_done: int) -> None:
-        """The run has taken ``batches_done`` D steps: the next epoch starts inside its order."""
+        """The run has taken ``batches_done`` D steps: the next epoch starts inside its order
+        (so Lightning's warning that a mid-epoch resume is not exact does not apply here)."""
         self._resume_batches = int(batches_done)
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
 
     def train_dataloader(self) -> DataLoader:
         loader = super().train_dataloader()

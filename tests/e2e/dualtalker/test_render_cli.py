@@ -174,3 +174,14 @@ def test_missing_system_library_is_named(ckpt, tmp_path, capsys, monkeypatch):
     wav = stereo_wav(tmp_path / "s.wav", seconds=0.3)
     assert cli(["render", f"ckpt={ckpt}", f"wav={wav}", f"subject={TEST_SUBJECT}", *SMALL]) == 2
     assert "sudo apt-get install libegl1" in _error(capsys)
+
+
+def test_a_minute_of_flac_predicts_every_frame(ckpt, run, tmp_path):
+    """Any format librosa reads, any length: 60 s of 22.05 kHz FLAC -> 1800 frames (no video)."""
+    rate = 22050
+    t = np.arange(60 * rate) / rate
+    sf.write(tmp_path / "minute.flac", 0.3 * np.sin(2 * np.pi * 150 * t) * (t % 1 < 0.6), rate)
+    words = ["render", f"ckpt={ckpt}", f"wav={tmp_path / 'minute.flac'}", "video=false"]
+    assert cli([*words, f"subject={TEST_SUBJECT}", f"condition={STYLE}"]) == 0
+    npy = np.load(run / "render" / "minute" / f"condition_{STYLE}_subject_{TEST_SUBJECT}.npy")
+    assert npy.shape == (1800, 1442 * 3) and np.isfinite(npy).all()
