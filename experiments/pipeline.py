@@ -15,7 +15,8 @@ A pipeline is a YAML file in ``experiments/pipelines/`` (or a ``pipelines/`` fol
 Each stage runs as its own ``python -m experiments COMMAND ...`` process (so DDP launchers and
 memory start clean) with ``output_dir=<pipeline folder>/<stage>``: its run folder is the one it
 creates there. ``{stage.run}`` is that folder, ``{stage.last}`` its ``checkpoints/last.ckpt``,
-``{stage.best}`` its best checkpoint (``metrics.json``), falling back to ``last``.
+``{stage.best}`` its best checkpoint (``metrics.json``), falling back to ``last``; ``{here}``
+is the running stage's own folder (for commands that take an output folder, like ``render``).
 
 The pipeline folder (default ``<output_dir>/pipelines/<NAME>``, or ``pipeline.dir=PATH``) holds
 ``manifest.yaml``: every stage's command line, run folder, state and time. Running the command
@@ -160,8 +161,10 @@ class Manifest:
 
 
 def _run_folder(stage_dir: Path, started: float) -> Path:
-    """The run folder a stage created under its own output folder."""
+    """The run folder a stage created under its own output folder (a run folder with its
+    config.yaml, else the folder a command like ``render`` wrote there)."""
     made = [p for p in stage_dir.glob("*/*") if p.is_dir() and (p / "config.yaml").is_file()]
+    made = made or [p for p in stage_dir.glob("*") if p.is_dir()]
     made = [p for p in made if p.stat().st_mtime >= started - 1] or made
     if not made:
         raise ConfigError(f"stage wrote no run folder under {stage_dir}")
@@ -226,8 +229,8 @@ def run_pipeline(name: str, words: Sequence[str], output_dir: str = "outputs") -
         if record["state"] == "done":
             print(f"[{pipeline.name}] {stage.name}: done ({record['run']})")
             continue
-        args = [_resolve(a, manifest) for a in stage.args]
         stage_dir = folder / stage.name
+        args = [_resolve(a, manifest).replace("{here}", str(stage_dir)) for a in stage.args]
         words = [stage.command, *([stage.experiment] if stage.experiment else []), *args]
         words += [*shared, *per_stage[stage.name], f"output_dir={stage_dir}"]
         words += [

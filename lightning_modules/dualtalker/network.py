@@ -119,7 +119,7 @@ class DualTalkerOutput:
     target: torch.Tensor  # (B, T, V*3) ground truth
     template: torch.Tensor  # (B, V*3)
     frame_mask: torch.Tensor  # (B, T) bool
-    audio_features: torch.Tensor  # (B, T, d) shared audio encoder, frame rate
+    audio_features: torch.Tensor  # (B, T, d) shared audio encoder, frame rate, deterministic pass
     motion_embeddings: torch.Tensor | None  # (B, T, d) shared motion encoder on GT offsets
     lip_features: torch.Tensor | None = None  # (B, T, d) lip reader's regression output
     lip_log_probs: torch.Tensor | None = None  # (B, u T, C) CTC log-probabilities

@@ -186,8 +186,9 @@ class MeshRenderer:
     def _send(self, header: dict, payload: bytes) -> None:
         try:
             write_message(self._proc.stdin, header, payload)
-        except (BrokenPipeError, OSError):
-            self._receive(self.start_timeout, "sending a frame")  # reads the worker's error
+        except (BrokenPipeError, OSError):  # the worker has stopped: its last word says why
+            reply, _ = self._receive(self.start_timeout, "sending a frame", starting=True)
+            self._fail(explain_start_failure(str(reply.get("error") or "the worker stopped")))
 
     def _log_tail(self) -> str:
         if self._log is None:

@@ -4,7 +4,7 @@ Mesa's llvmpipe on a machine without a GPU), one frame per request.
 Started by :class:`lightning_modules.dualtalker.render.MeshRenderer` as
 ``python .../render_worker.py`` (a plain script: it imports numpy and open3d only), so that a
 renderer that hangs or crashes can be killed without taking the caller with it. Messages in both
-directions are a 4-byte length, a JSON header and raw bytes:
+directions are two 4-byte lengths (header, payload), a JSON header and raw bytes:
 
 * ``setup`` (width, height, camera, faces as int32 bytes) -> ``{"ok": true}``
 * ``camera`` (a new camera for the next frames) -> ``{"ok": true}``
@@ -31,12 +31,15 @@ import numpy as np
 # Filament on the CPU through EGL without a display: set before open3d is imported.
 CPU_ENV = {"OPEN3D_CPU_RENDERING": "true", "EGL_PLATFORM": "surfaceless"}
 
-MATERIAL = {"base_color": (0.7, 0.7, 0.7, 1.0), "base_roughness": 0.7, "base_metallic": 0.0}
-# Filament's post-processing (tone mapping, anti-aliasing) is off: it cost 60 % of a frame on
-# llvmpipe; the lights are brighter to make up for the missing tone curve.
-INDIRECT_LIGHT = 40000.0  # the image-based (ambient) light, lux
-KEY_LIGHT = (110000.0, (0.5, -0.5, -0.7))  # the sun: from the upper left, in front of the face
-FILL_LIGHT = (50000.0, (-0.6, -0.2, -0.8))  # from the right, softer
+# The look. Shading is computed per vertex here (Gouraud: ambient + two Lambert lights + a
+# Blinn highlight, in display space) and drawn with Filament's unlit shader, post-processing
+# off: on llvmpipe its lit PBR shader and post-processing cost 3.7x as much CPU a frame.
+BASE_COLOR = (0.72, 0.72, 0.72)  # matte light grey (per-vertex colours replace it)
+AMBIENT = 0.22
+# (strength, direction the light travels): the key from the upper left in front of the face,
+# a softer fill from the right; the camera looks along -z
+LIGHTS = ((0.68, (0.5, -0.5, -0.7)), (0.28, (-0.6, -0.2, -0.8)))
+SPECULAR = (0.12, 24.0)  # strength and Blinn exponent of the key light's highlight
 
 
 def configure_environment() -> None:
@@ -68,6 +71,21 @@ def write_message(stream: BinaryIO, header: dict, payload: bytes = b"") -> None:
     stream.flush()
 
 
+def shade(
+    normals: np.ndarray, colors: np.ndarray | None, lights: list, half: np.ndarray
+) -> np.ndarray:
+    """(V, 3) RGB in [0, 1]: ``colors`` (default the base grey) lit by ambient, the Lambert
+    terms of ``lights`` ((strength, unit vector towards the light)) and a white highlight."""
+    # whichever way the faces wind, a visible point's outward normal faces the camera (+z)
+    normals = normals * np.where(normals[:, 2:] < 0.0, -1.0, 1.0)
+    light = np.full(len(normals), AMBIENT)
+    for strength, towards in lights:
+        light += strength * np.clip(normals @ towards, 0.0, None)
+    base = np.broadcast_to(BASE_COLOR, normals.shape) if colors is None else colors
+    highlight = SPECULAR[0] * np.clip(normals @ half, 0.0, None) ** SPECULAR[1]
+    return np.clip(base * light[:, None] + highlight[:, None], 0.0, 1.0)
+
+
 class _Scene:
     def __init__(self, o3d, setup: dict, faces: np.ndarray) -> None:
         rendering = o3d.visualization.rendering
@@ -77,17 +95,10 @@ class _Scene:
         scene.set_background(list(setup.get("background", (0.0, 0.0, 0.0, 1.0))))
         scene.view.set_post_processing(False)
         self.material = rendering.MaterialRecord()
-        self.material.shader = "defaultLit"
-        self.material.base_color = MATERIAL["base_color"]
-        self.material.base_roughness = MATERIAL["base_roughness"]
-        self.material.base_metallic = MATERIAL["base_metallic"]
-        scene.set_lighting(rendering.Open3DScene.LightingProfile.NO_SHADOWS, np.ones(3))
-        scene.scene.set_indirect_light_intensity(INDIRECT_LIGHT)
-        scene.scene.set_sun_light(np.array(KEY_LIGHT[1]), np.ones(3), KEY_LIGHT[0])
-        scene.scene.enable_sun_light(True)
-        scene.scene.add_directional_light(
-            "fill", np.ones(3), np.array(FILL_LIGHT[1]), FILL_LIGHT[0], False
-        )
+        self.material.shader = "defaultUnlit"
+        self.lights = [(w, -np.array(d) / np.linalg.norm(d)) for w, d in LIGHTS]
+        key = self.lights[0][1]
+        self.half = (key + [0.0, 0.0, 1.0]) / np.linalg.norm(key + [0.0, 0.0, 1.0])
         self.aspect = int(setup["width"]) / int(setup["height"])
         self.set_camera(setup["camera"])
 
@@ -107,8 +118,9 @@ class _Scene:
         # a new mesh every frame (open3d updates of a deformed mesh are not reliable)
         mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), self.faces)
         mesh.compute_vertex_normals()
-        if colors is not None:
-            mesh.vertex_colors = o3d.utility.Vector3dVector(colors)
+        mesh.vertex_colors = o3d.utility.Vector3dVector(
+            shade(np.asarray(mesh.vertex_normals), colors, self.lights, self.half)
+        )
         if self.scene.has_geometry("face"):
             self.scene.remove_geometry("face")
         self.scene.add_geometry("face", mesh, self.material)

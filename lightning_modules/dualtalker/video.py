@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 AUDIO_FRAME = 1024  # samples per AAC frame
+ERROR_CMAP = "YlOrRd"  # light yellow (no error) to dark red: small errors stay visible on black
 
 
 def write_video(
@@ -106,7 +107,7 @@ def label(image: np.ndarray, text: str, corner: str = "top-left") -> np.ndarray:
     return np.asarray(canvas)
 
 
-def error_colors(errors: np.ndarray, vmax: float, cmap: str = "inferno") -> np.ndarray:
+def error_colors(errors: np.ndarray, vmax: float, cmap: str = ERROR_CMAP) -> np.ndarray:
     """(V, 3) RGB in [0, 1] of per-vertex ``errors`` on ``cmap``, 0 .. ``vmax``."""
     from matplotlib import colormaps
 
@@ -114,7 +115,7 @@ def error_colors(errors: np.ndarray, vmax: float, cmap: str = "inferno") -> np.n
     return colormaps[cmap](scaled)[:, :3]
 
 
-def colorbar(image: np.ndarray, vmax: float, unit: str, cmap: str = "inferno") -> np.ndarray:
+def colorbar(image: np.ndarray, vmax: float, unit: str, cmap: str = ERROR_CMAP) -> np.ndarray:
     """``image`` with a vertical colour bar (0 .. ``vmax`` ``unit``) at its right edge."""
     from matplotlib import colormaps
     from PIL import Image, ImageDraw

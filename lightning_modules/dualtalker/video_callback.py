@@ -6,8 +6,8 @@ checks not counted) predicts them autoregressively and renders each as the predi
 (coloured by its error) beside the ground truth, ``size`` pixels a panel, with the speech.
 The videos go through the shared media logger: ``<run>/val/videos/epoch_XXX_<sequence>.mp4`` and
 W&B (``val/video``). Rank 0 only. Unseen subjects speak in the first condition of the model's
-``unseen_condition`` policy. A renderer that cannot start (no EGL, no open3d) is one warning
-and training goes on without videos.
+``unseen_condition`` policy. A renderer that cannot start (no EGL, no open3d) or a data set
+without a topology PLY is one warning, and training goes on without videos.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from datamodules.errors import DataError
 from lightning_modules.callbacks import media_logger
 
 from .render import RenderError
@@ -95,7 +96,7 @@ class ValidationVideos(Callback):
             return
         try:
             self._render(trainer, pl_module)
-        except (RenderError, OSError) as err:  # training goes on without videos
+        except (DataError, OSError) as err:  # no renderer, no topology: go on without videos
             self.disabled = True
             warnings.warn(f"validation videos are off: {err}", stacklevel=2)
         finally:

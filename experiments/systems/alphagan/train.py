@@ -37,9 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.images.datamodule import ImageDataModule
-from experiments.checkpoints import load_run
 from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig
+from experiments.dashboard import Section, line, media
 from experiments.registry import RunContext, SystemSpec
+from experiments.systems.alphagan.sample import sample_command
 from experiments.systems.alphagan.search import IMAGE_SIZES, AlphaGANDataConfig, _generate
 from lightning_modules.alphagan.config import (
     D_INITS,
@@ -50,7 +51,7 @@ from lightning_modules.alphagan.config import (
     RetrainModelConfig,
     RetrainOptimConfig,
 )
-from lightning_modules.alphagan.retrain import AlphaGANRetrain, chunk_noise, score_key
+from lightning_modules.alphagan.retrain import AlphaGANRetrain, score_key
 from search_spaces.gan import GenotypeError, load_genotype
 
 PRECISIONS = ("32", "32-true", "bf16-mixed")
@@ -341,69 +342,36 @@ def after_eval(ctx: RunContext) -> None:
         print(f"FID against held-out images {scores['fid_holdout']:.3f}{tag}")
 
 
-# -------------------------------------------------------------------------------- sample
-def _positive_int(key: str, value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1 or str(n) != value.strip():
-        raise ConfigError(f"sample: {key} must be a positive integer, got '{value}'")
-    return n
+def _scores(cfg: DictConfig) -> list[tuple[str, str]]:
+    """The training-time scores' keys and directions (they name the sample count)."""
+    m = cfg.metrics
+    n, kind = int(m.train_samples), str(m.extractor)
+    keys = [(score_key("fid", n, kind), "min"), (score_key("fid_holdout", n, kind), "min")]
+    if kind == "inception":
+        keys.append((score_key("is", n, kind), "max"))
+    return keys
 
 
-def sample_command(cfg: DictConfig, args: list[str]) -> int:
-    """``sample ckpt=PATH n=N out=DIR [seed=S] [batch=B]``: N PNGs and one npz from the EMA G."""
-    import numpy as np
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from lightning_modules.alphagan.plots import sample_grid
-    from lightning_modules.alphagan.scoring import to_uint8
-
-    opts = dict(a.split("=", 1) for a in args if "=" in a)
-    extra = sorted(set(opts) - {"n", "out", "seed", "batch"}) + [a for a in args if "=" not in a]
-    if extra:
-        raise ConfigError(f"sample takes n=, out=, seed=, batch= (and ckpt=); got {extra[0]}")
-    if not cfg.ckpt:
-        raise ConfigError("sample needs a retrain checkpoint: ckpt=PATH")
-    for key in ("n", "out"):
-        if key not in opts:
-            raise ConfigError(f"sample needs {key}= (e.g. n=50000 out=samples/)")
-    n = _positive_int("n", opts["n"])
-    batch = _positive_int("batch", opts.get("batch", "100"))
-    seed = _positive_int("seed", opts["seed"]) if "seed" in opts else int(cfg.seed)
-    out = Path(opts["out"]).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"sample: out={out} already holds files; give a new or empty folder")
-    run = load_run(str(cfg.ckpt), system="alphagan_train")
-    module = run.module.eval()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    generator = module.ema_generator().to(device).eval()
-    out.mkdir(parents=True, exist_ok=True)
-    arrays = []
-    with torch.no_grad(), tqdm(total=n, desc="sampling", unit="img") as bar:
-        for index, start in enumerate(range(0, n, batch)):
-            size = min(batch, n - start)
-            z = chunk_noise(seed, index, size, module.model_cfg.latent_dim).to(device)
-            images = to_uint8(generator(z).float()).permute(0, 2, 3, 1).cpu().numpy()
-            for j, image in enumerate(images):
-                Image.fromarray(image).save(out / f"{start + j:06d}.png")
-            arrays.append(images)
-            bar.update(size)
-    samples = np.concatenate(arrays)
-    np.savez(out / "samples.npz", samples)
-    if n <= 64:
-        grid = sample_grid(torch.from_numpy(samples).permute(0, 3, 1, 2).float() / 255.0)
-        Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy()).save(
-            out / "grid.png"
-        )
-    print(f"{n} samples ({samples.shape[1]}x{samples.shape[2]}) of the EMA generator in {out}")
-    return 0
+def dashboard(cfg: DictConfig) -> list[Section]:
+    scores = [key for key, _ in _scores(cfg)]
+    return [
+        Section("Scores", tuple(line(key) for key in scores)),
+        Section("Samples (fixed z)", (media("samples/ema"), media("samples/raw"))),
+        Section(
+            "Losses",
+            (
+                line("train/d_loss", "train/g_loss"),
+                line("train/d_real", "train/d_fake"),
+                line("lr/g", "lr/d"),
+            ),
+        ),
+    ]
 
 
 SPEC = SystemSpec(
     name="alphagan_train",
+    summaries=_scores,
+    dashboard=dashboard,
     config_cls=AlphaGANTrainConfig,
     build=build,
     datamodule=datamodule,

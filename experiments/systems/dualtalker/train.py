@@ -227,6 +227,7 @@ SPEC = SystemSpec(
             ),
         ),
         Section("Lip sync", (line("val/lve"), line("val/fdd"), media("val/vertex_error"))),
+        Section("Videos", (media("val/video"),)),
     ],
     summaries=lambda cfg: [("val/lve", "min"), ("test/lve", "min")],
     config_cls=DualTalkerConfig,

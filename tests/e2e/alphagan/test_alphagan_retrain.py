@@ -173,3 +173,16 @@ def test_resumed_retrain_equals_an_uninterrupted_one(gan_data, tmp_path) -> None
                 assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
     assert torch.equal(a["alphagan_retrain"]["noise"][0], b["alphagan_retrain"]["noise"][0])
     assert a["alphagan_retrain"]["evaluations"] == b["alphagan_retrain"]["evaluations"]
+
+
+def test_demo_retrain_part_draws_untrained_beside_retrained(gan_data, tmp_path) -> None:  # noqa: F811
+    from experiments.systems.alphagan.demo_retrain import retrain_part
+    from search_spaces.gan import shipped_genotypes
+
+    rows, outputs = retrain_part(
+        shipped_genotypes()["alphagan_s"], tiny_retrain(tmp_path, gan_data)
+    )
+    ((what, figures),) = rows
+    assert "6 G iterations" in figures and "stand-in, not comparable to published FID" in figures
+    picture = Path(dict(outputs)["untrained vs retrained samples"])
+    assert picture.is_file() and picture.stat().st_size > 1000

@@ -11,6 +11,7 @@ import yaml
 from datamodules.images.synthetic import write_synthetic_cifar10
 from experiments.__main__ import cli
 from experiments.pipeline import list_pipelines
+from tests.e2e.alphagan.test_alphagan_retrain import TINY as RETRAIN_TINY
 from tests.e2e.alphagan.test_alphagan_search import TINY as GAN_TINY
 from tests.e2e.conftest import tree_hashes
 from tests.helpers.face import synthetic_voca
@@ -89,29 +90,37 @@ def test_textnas_pipeline_continues_after_its_second_stage(tmp_path, sst_dir, ca
 
 
 def test_alphagan_pipeline_end_to_end(tmp_path, gan_data):
-    words = [f"output_dir={tmp_path}", *[w for w in GAN_TINY if "max_epochs" not in w]]
-    assert (
-        cli(
-            [
-                "pipeline",
-                "alphagan_synthetic",
-                f"data.root={gan_data}",
-                *words,
-                "trainer.max_epochs=1",
-            ]
-        )
-        == 0
-    )
+    search = [w for w in GAN_TINY if not w.startswith(("logger", "trainer.max_epochs"))]
+    retrain = [w for w in RETRAIN_TINY if not w.startswith(("logger", "trainer"))]
+    words = [
+        f"output_dir={tmp_path}",
+        f"data.root={gan_data}",
+        "trainer.enable_progress_bar=false",
+        *(f"stages.search.{w}" for w in [*search, "trainer.max_epochs=1"]),
+        *(f"stages.retrain.{w}" for w in retrain),
+        "stages.score.metrics.eval_samples=40",
+    ]
+    assert cli(["pipeline", "alphagan_synthetic", *words]) == 0
     runs = _runs(tmp_path / "pipelines" / "alphagan_synthetic")
-    assert (Path(runs["derive"]) / "genotype.yaml").is_file()
+    genotype = Path(runs["derive"]) / "genotype.yaml"
+    assert genotype.is_file()
+    retrained = yaml.safe_load((Path(runs["retrain"]) / "config.yaml").read_text())
+    assert retrained["model"]["genotype"] == str(genotype)
+    assert (Path(runs["score"]) / "scores.json").is_file()
 
 
 def test_dualtalker_pipeline_end_to_end(tmp_path, tmp_path_factory):
     data = synthetic_voca(tmp_path_factory)
-    words = face_tiny(tmp_path, data, "trainer.max_epochs=1")
+    words = face_tiny(tmp_path, data, "trainer.max_epochs=1", "render.every_n_val=0")
+    # the render stage writes every test sequence's vertices (videos: tested with the renderer)
+    words.append("stages.render.render.video=false")
     assert cli(["pipeline", "dualtalker_synthetic", *words]) == 0
     runs = _runs(tmp_path / "pipelines" / "dualtalker_synthetic")
     assert (Path(runs["eval"]) / "metrics.json").is_file()
+    assert (
+        Path(runs["render"]) == tmp_path / "pipelines" / "dualtalker_synthetic" / "render" / "test"
+    )
+    assert list(Path(runs["render"]).glob("*.npy"))
 
 
 @pytest.mark.parametrize(

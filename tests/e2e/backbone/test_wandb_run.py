@@ -15,6 +15,7 @@ from experiments.__main__ import cli
 from experiments.dashboard import panel_keys
 from experiments.registry import experiment_system, get_system
 from experiments.run import compose_experiment, train
+from tests.e2e.alphagan.test_alphagan_retrain import TINY as RETRAIN_TINY
 from tests.e2e.alphagan.test_alphagan_search import TINY as GAN_TINY
 from tests.e2e.conftest import TINY
 from tests.helpers.face import synthetic_voca
@@ -64,8 +65,16 @@ def runs(tmp_path_factory, sst_dir):
             *(w for w in GAN_TINY if not w.startswith("logger")),
             f"data.root={gan}",
         ],
+        "alphagan_train_synthetic": [
+            *(w for w in RETRAIN_TINY if not w.startswith("logger")),
+            f"data.root={gan}",
+        ],
         "dualtalker_synthetic": [
-            w for w in face_tiny(out, voca, "trainer.max_epochs=1") if not w.startswith("logger")
+            w
+            for w in face_tiny(
+                out, voca, "trainer.max_epochs=1", "render.every_n_val=1", "render.val_size=64"
+            )
+            if not w.startswith("logger")
         ],
     }
     try:
@@ -73,6 +82,7 @@ def runs(tmp_path_factory, sst_dir):
         for experiment, overrides in words.items():
             result = train(experiment, [*overrides, f"output_dir={out}"])
             done[experiment] = finished_run_records(result.run_dir)
+            done[experiment, "overrides"] = overrides
         yield done
     finally:
         mp.undo()
@@ -96,6 +106,7 @@ def test_search_run_defines_its_summaries_and_logs_config_and_architecture(runs)
         ("textnas_train_sst2", "val/acc", "max"),
         ("alphagan_search_synthetic", "search/duality_gap", "min"),
         ("dualtalker_synthetic", "val/lve", "min"),
+        ("alphagan_train_synthetic", "val/fid_holdout_standin_40", "min"),
     ],
 )
 def test_headline_metric_is_summarised_in_its_direction(runs, experiment, key, goal):
@@ -112,11 +123,12 @@ def test_headline_metric_is_summarised_in_its_direction(runs, experiment, key, g
         "textnas_train_sst2",
         "textnas_search_synthetic",
         "alphagan_search_synthetic",
+        "alphagan_train_synthetic",
         "dualtalker_synthetic",
     ],
 )
 def test_every_dashboard_key_is_logged(runs, experiment):
-    spec, cfg = compose_experiment(experiment)
+    spec, cfg = compose_experiment(experiment, runs[experiment, "overrides"])
     shown = panel_keys(spec.dashboard(cfg))
     missing = shown - logged_keys(runs[experiment])
     assert not missing, f"{experiment}: panels show keys the run never logs: {sorted(missing)}"
