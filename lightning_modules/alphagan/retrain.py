@@ -45,6 +45,7 @@ from .config import MetricsConfig, RetrainConfig, RetrainModelConfig, RetrainOpt
 from .discriminator import Discriminator
 from .losses import d_hinge_loss, g_hinge_loss
 from .plots import sample_grid
+from .rank_noise import PerRankNoise
 
 __all__ = ["AlphaGANRetrain", "chunk_noise", "score_key"]
 
@@ -67,7 +68,7 @@ def chunk_noise(seed: int, index: int, n: int, latent_dim: int) -> torch.Tensor:
     return torch.randn(n, latent_dim, generator=g)
 
 
-class AlphaGANRetrain(L.LightningModule):
+class AlphaGANRetrain(PerRankNoise, L.LightningModule):
     """Retrain ``genotype`` (a :class:`Genotype` or its ``to_dict()``).
 
     Args:
@@ -129,10 +130,8 @@ class AlphaGANRetrain(L.LightningModule):
         self.register_buffer("fixed_z", fixed_z)
         for name in ("d_step", "g_step"):
             self.register_buffer(name, torch.zeros((), dtype=torch.long))
-        self.seed = int(seed)
-        self.noise = torch.Generator().manual_seed(self.seed)
+        self.init_noise(seed)
         self.evaluations: list[dict[str, float]] = []
-        self._noise_states: list[torch.Tensor] | None = None
         self._scoring: dict[str, Any] = {}  # extractor, metrics, statistics: not in state_dict
 
     # ------------------------------------------------------------------- helpers
@@ -148,22 +147,7 @@ class AlphaGANRetrain(L.LightningModule):
         # stopping (train.g_iters) also triggers a last evaluation.
         self.trainer.val_check_interval = t.eval_every * t.n_critic
         self.trainer.check_val_every_n_epoch = None
-        rank = self.trainer.global_rank
-        if self._noise_states is not None and rank < len(self._noise_states):
-            self.noise.set_state(self._noise_states[rank])
-        else:
-            self.noise.manual_seed(self.seed * 1000 + 17 + rank)
-
-    def z(self, n: int) -> torch.Tensor:
-        """``n`` latent vectors from this rank's noise generator, on the module's device."""
-        z = torch.randn(n, self.model_cfg.latent_dim, generator=self.noise)
-        return z.to(self.device, non_blocking=True)
-
-    def _real(self, batch: Any) -> torch.Tensor:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        if self.model_cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
+        self.start_rank()
 
     def ema_generator(self) -> Generator:
         """The averaged generator, with G's live BatchNorm buffers unless they are averaged."""
@@ -350,18 +334,14 @@ class AlphaGANRetrain(L.LightningModule):
 
     # ---------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        noise = [self.noise.get_state()]
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
-            noise = [None] * trainer.world_size
-            torch.distributed.all_gather_object(noise, self.noise.get_state())
-        checkpoint["alphagan_retrain"] = {"noise": noise, "evaluations": self.evaluations}
+        checkpoint["alphagan_retrain"] = {
+            "noise": self.noise_states(),
+            "evaluations": self.evaluations,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("alphagan_retrain") or {}
-        self._noise_states = list(state.get("noise") or []) or None
-        if self._noise_states:
-            self.noise.set_state(self._noise_states[0])
+        self.load_noise_states(state.get("noise"))
         self.evaluations = [dict(r) for r in state.get("evaluations", [])]
         d_step = checkpoint.get("state_dict", {}).get("d_step")
         trainer = self._trainer

@@ -51,6 +51,7 @@ from .distributed import set_gradients
 from .feature_distance import GeneratorDistance, metric_key
 from .losses import DualityGap, d_hinge_loss, duality_gap, g_hinge_loss
 from .plots import alpha_heatmap, alpha_history_rows, genotype_figure, sample_grid
+from .rank_noise import PerRankNoise
 from .worst_case import WorstCase
 
 #: Host-side counters, kept in the state dict (``arch_pass``/``arch_cursor``: where the arch
@@ -58,7 +59,7 @@ from .worst_case import WorstCase
 COUNTERS = ("d_step", "g_step", "arch_step", "arch_pass", "arch_cursor")
 
 
-class AlphaGANSearch(L.LightningModule):
+class AlphaGANSearch(PerRankNoise, L.LightningModule):
     """The alphaGAN search over a :class:`GeneratorSupernet` against the AutoGAN D.
 
     Args:
@@ -96,37 +97,17 @@ class AlphaGANSearch(L.LightningModule):
         self.d_step = self.g_step = self.arch_step = self.arch_pass = self.arch_cursor = 0
         self.epoch_batches = 0  # weight batches of the current search epoch
         self._phases_done = False  # worst-case and α phases of this Lightning epoch have run
-        self.seed = int(seed)
-        self.noise = torch.Generator().manual_seed(self.seed)
+        self.init_noise(seed)
         self.worst = WorstCase(fused=self.optim_cfg.fused)
         self.feature_distance = GeneratorDistance()  # the seeded stand-in extractor
         self.alpha_history: list[list[float]] = []
         self._arch_iter: Iterator | None = None
-        self._noise_states: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------- helpers
     def setup(self, stage: str) -> None:
         if stage != "fit":
             return
-        # TF32 for cuDNN convolutions and CUDA matmuls, set explicitly (docs/alphagan.md)
-        torch.backends.cudnn.allow_tf32 = self.model_cfg.tf32
-        torch.backends.cuda.matmul.allow_tf32 = self.model_cfg.tf32
-        rank = self.trainer.global_rank
-        if self._noise_states is not None and rank < len(self._noise_states):
-            self.noise.set_state(self._noise_states[rank])
-        else:
-            self.noise.manual_seed(self.seed * 1000 + 17 + rank)
-
-    def z(self, n: int) -> torch.Tensor:
-        """``n`` latent vectors from this rank's noise generator, on the module's device."""
-        z = torch.randn(n, self.model_cfg.latent_dim, generator=self.noise)
-        return z.to(self.device, non_blocking=True)
-
-    def _real(self, batch: Any) -> torch.Tensor:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        if self.model_cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
+        self.start_rank()
 
     def _next_arch_batch(self) -> torch.Tensor:
         """The next batch of the arch loader (second half): passes are numbered and shuffled by
@@ -418,17 +399,11 @@ class AlphaGANSearch(L.LightningModule):
     # ---------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra: dict[str, Any] = {
-            "noise": [self.noise.get_state()],
+            "noise": self.noise_states(),
             "alpha_history": self.alpha_history,
             "genotype": self.genotype().to_dict(),
             "epoch_batches": self.epoch_batches,  # a checkpoint written inside a search epoch
         }
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
-            # every rank's noise state: each draws its own z; a resumed rank goes on with its own
-            ranks: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(ranks, self.noise.get_state())
-            extra["noise"] = ranks
         checkpoint["alphagan_search"] = extra
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
@@ -451,9 +426,7 @@ class AlphaGANSearch(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("alphagan_search") or {}
-        self._noise_states = list(state.get("noise") or []) or None
-        if self._noise_states:
-            self.noise.set_state(self._noise_states[0])
+        self.load_noise_states(state.get("noise"))
         self.alpha_history = [list(r) for r in state.get("alpha_history", [])]
         self.epoch_batches = int(state.get("epoch_batches", 0))
         self._arch_iter = None

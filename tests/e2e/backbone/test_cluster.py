@@ -64,6 +64,7 @@ def test_resume_auto_refuses_another_experiments_checkpoint(tmp_path, sst_dir, m
     folder.mkdir(parents=True)
     shutil.copy(other.run_dir / "checkpoints" / "last.ckpt", folder / "last.ckpt")
     before = tree_hashes(tmp_path)
+    capsys.readouterr()  # what the first run printed
     assert cli(["train", EXPERIMENT, *_words(tmp_path, sst_dir)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "textnas_train_synthetic" in err[0] and EXPERIMENT in err[0], err
