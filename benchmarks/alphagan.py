@@ -283,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         help="time only the retraining iteration (benchmarks/alphagan_retrain.py); merged into "
         "the results file under 'retrain'",
     )
+    parser.add_argument(
+        "--inception-weights",
+        default=None,
+        help="torch-fidelity's Inception weights for the feature-throughput figure (default: "
+        "random weights of the same network: the same speed)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.retrain:
@@ -293,7 +299,14 @@ def main(argv: list[str] | None = None) -> int:
         report["retrain"] = {
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": describe_machine(args.threads),
-            **retrain_report(args.device, args.threads, args.reps, args.warmup, args.reference),
+            **retrain_report(
+                args.device,
+                args.threads,
+                args.reps,
+                args.warmup,
+                args.reference,
+                inception_weights=args.inception_weights,
+            ),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

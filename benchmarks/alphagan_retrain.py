@@ -1,7 +1,8 @@
 """alphaGAN retraining-iteration benchmark (``make bench BENCH=alphagan ARGS=--retrain``).
 
-One iteration of the retraining (alphagan.md §3.2) with the module's own networks and step
-functions (:class:`~lightning_modules.alphagan.retrain.AlphaGANRetrain`: ``d_step_loss``,
+One iteration of the retraining (docs/alphagan.md, "Retraining recipe of the reference") with
+the module's own networks and step functions
+(:class:`~lightning_modules.alphagan.retrain.AlphaGANRetrain`: ``d_step_loss``,
 ``g_step_loss``, the EMA's ``update_parameters``; plain optimizers instead of Lightning's
 wrappers): 5 D steps of batch ``dbs`` (G's samples drawn without G's graph) + 1 G step of batch
 ``gbs`` (D's parameters frozen) + the EMA update, for alphaGAN(l) at width 256 against the
@@ -13,6 +14,11 @@ Two configurations: the paper's (D 64 / G 128) for the projected wall time of a 
 session (``--reference``; needs ``PEER_SRC``, see ``../shared/peers/README.md``). Variants: the
 suite's defaults (channels-last, fused Adam) and the stock layout (contiguous, for-each Adam).
 The plain generator has no FFT path (``model.conv`` only changes the supernet's edges).
+
+Also the two costs of the 50,000-sample evaluation: the EMA generator's sample throughput and
+the Inception feature throughput (torch-fidelity's network at its real size; random weights
+unless ``--inception-weights`` names the real file: the speed is the same), with the projected
+time of the whole evaluation.
 """
 
 from __future__ import annotations
@@ -109,8 +115,62 @@ def run_reference(threads: int, reps: int, warmup: int, dbs: int = 16, gbs: int 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+EVAL_SAMPLES = 50_000
+
+
+def sample_throughput(device: str, batch: int = 256, warmup: int = 1, reps: int = 3) -> dict:
+    """Images per second of the EMA generator of alphaGAN(l) (no grad, eval mode)."""
+    from benchmarks.alphagan import time_it
+
+    module = build(device)
+    g = module.ema_generator().eval()
+
+    @torch.no_grad()
+    def run() -> None:
+        g(module.z(batch))
+
+    wall, _ = time_it(run, warmup, reps, device)
+    per_s = batch / statistics.median(wall)
+    return {
+        "batch": batch,
+        "images_per_s": round(per_s, 1),
+        "projected_50k_s": round(EVAL_SAMPLES / per_s, 1),
+    }
+
+
+def inception_throughput(
+    device: str, weights: str | None = None, batch: int = 32, warmup: int = 1, reps: int = 3
+) -> dict:
+    """Images per second through the Inception extractor (32x32 uint8 in, resized to 299)."""
+    import tempfile
+
+    from benchmarks.alphagan import time_it
+    from lightning_modules.alphagan.scoring import build_extractor, to_uint8
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if weights is None:
+            from tests.helpers.scoring import write_random_inception_weights
+
+            weights = str(write_random_inception_weights(Path(tmp) / "random-inception.pth"))
+        extractor = build_extractor("inception", weights).to(device)
+    images = to_uint8(torch.rand(batch, 3, 32, 32) * 2 - 1).to(device)
+    wall, _ = time_it(lambda: extractor(images), warmup, reps, device)
+    per_s = batch / statistics.median(wall)
+    return {
+        "batch": batch,
+        "images_per_s": round(per_s, 2),
+        "projected_50k_s": round(EVAL_SAMPLES / per_s, 1),
+    }
+
+
 def retrain_report(
-    device: str, threads: int, reps: int, warmup: int, reference: bool, paper: bool = True
+    device: str,
+    threads: int,
+    reps: int,
+    warmup: int,
+    reference: bool,
+    paper: bool = True,
+    inception_weights: str | None = None,
 ) -> dict:
     """The retrain section of ``results/alphagan.json``: the harness configuration (suite,
     stock layout, and the reference between them when asked) and the paper's batch sizes."""
@@ -127,4 +187,8 @@ def retrain_report(
         out["speedup_vs_reference_same_session"] = round(ref / ours, 2)
     if paper:
         out["paper_config"] = bench(device, 64, 128, warmup, reps)
+    out["evaluation_50k"] = {
+        "ema_sampling": sample_throughput(device),
+        "inception_features": inception_throughput(device, inception_weights),
+    }
     return out

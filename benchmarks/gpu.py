@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "textnas": ("textnas_train_synthetic", ["trainer.limit_val_batches=0"]),
     "textnas_search": ("textnas_search_synthetic", ["trainer.limit_val_batches=0"]),
     "alphagan": ("alphagan_search_synthetic", []),
+    "alphagan_retrain": ("alphagan_train_synthetic", ["train.eval_every=100000"]),
     "dualtalker": ("dualtalker_synthetic", ["trainer.limit_val_batches=0"]),
 }
 

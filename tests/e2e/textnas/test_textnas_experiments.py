@@ -248,7 +248,7 @@ BAD_INPUTS = {
     "wrong_type": lambda d, t: (
         "textnas_train_synthetic",
         [f"data.root={d}", "trainer.max_epochs=two"],
-        "trainer.max_epochs: expected int, got 'two'",
+        "trainer.max_epochs: expected int or null, got 'two'",
     ),
     "invalid_trainer_setting": lambda d, t: (  # fails after the new run folder was made
         "textnas_train_synthetic",
