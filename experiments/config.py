@@ -349,6 +349,14 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ConfigError(f"experiment: invalid name {cfg.experiment!r} (letters, digits, _ . -)")
 
 
+def require_positive(cfg: DictConfig, *keys: str) -> None:
+    """Each dotted ``key`` of ``cfg`` at least 1: ``model.width must be >= 1, got 0``."""
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+
+
 def _one_of(key: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}: expected one of {', '.join(allowed)}, got {fmt_value(value)}")

@@ -30,7 +30,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from datamodules.images.datamodule import ImageDataModule, ImageDataOptions
 from experiments.checkpoints import load_run
-from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig, to_yaml
+from experiments.config import (
+    CheckpointConfig,
+    ConfigError,
+    RunConfig,
+    TrainerConfig,
+    require_positive,
+    to_yaml,
+)
 from experiments.dashboard import Section, line, media
 from experiments.registry import RunContext, SystemSpec
 from lightning_modules.alphagan.config import (
@@ -103,16 +110,15 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"search.{key} must be >= 0 (or null for variant {s.variant}'s), got {s[key]}"
             )
-    for key, value in (
-        ("search.n_critic", s.n_critic),
-        ("model.width", m.width),
-        ("model.d_width", m.d_width),
-        ("model.latent_dim", m.latent_dim),
-        ("model.bottom_width", m.bottom_width),
-        ("data.batch_size", d.batch_size),
-    ):
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
+    require_positive(
+        cfg,
+        "search.n_critic",
+        "model.width",
+        "model.d_width",
+        "model.latent_dim",
+        "model.bottom_width",
+        "data.batch_size",
+    )
     if s.gen_batch_size is not None and s.gen_batch_size < 1:
         raise ConfigError(f"search.gen_batch_size must be >= 1 or null, got {s.gen_batch_size}")
     if d.dataset not in IMAGE_SIZES:

@@ -37,7 +37,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.images.datamodule import ImageDataModule
-from experiments.config import CheckpointConfig, ConfigError, RunConfig, TrainerConfig
+from experiments.config import (
+    CheckpointConfig,
+    ConfigError,
+    RunConfig,
+    TrainerConfig,
+    require_positive,
+)
 from experiments.dashboard import Section, line, media
 from experiments.registry import RunContext, SystemSpec
 from experiments.systems.alphagan.sample import sample_command
@@ -113,21 +119,20 @@ def validate(cfg: DictConfig) -> None:
             f"model.bottom_width={m.bottom_width} makes {8 * m.bottom_width}x{8 * m.bottom_width} "
             f"images, but the data are {size}x{size}; set model.bottom_width={size // 8}"
         )
-    for key, value in (
-        ("train.g_iters", t.g_iters),
-        ("train.n_critic", t.n_critic),
-        ("train.gen_batch_size", t.gen_batch_size),
-        ("train.eval_every", t.eval_every),
-        ("train.num_samples", t.num_samples),
-        ("model.width", m.width),
-        ("model.d_width", m.d_width),
-        ("model.latent_dim", m.latent_dim),
-        ("data.batch_size", d.batch_size),
-        ("metrics.splits", mc.splits),
-        ("metrics.batch_size", mc.batch_size),
-    ):
-        if value < 1:
-            raise ConfigError(f"{key} must be >= 1, got {value}")
+    require_positive(
+        cfg,
+        "train.g_iters",
+        "train.n_critic",
+        "train.gen_batch_size",
+        "train.eval_every",
+        "train.num_samples",
+        "model.width",
+        "model.d_width",
+        "model.latent_dim",
+        "data.batch_size",
+        "metrics.splits",
+        "metrics.batch_size",
+    )
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     for key, value, valid in (
