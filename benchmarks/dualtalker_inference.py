@@ -13,7 +13,11 @@ vertices, 30 fps), in eval mode, fp32, batch 1, on 2 s, 10 s, 60 s and 600 s of 
   60 s (``--uncached-max-seconds``);
 - ``faceformer``: FaceFormer's own loop (``faceformer.py``, ``predict``): the whole prefix
   re-run and mapped to V*3 at every step, the last frame re-encoded. By default up to 10 s
-  (``--faceformer-max-seconds``).
+  (``--faceformer-max-seconds``);
+- ``conditions``: an unseen speaker's sequence under all 8 training conditions, as VOCA-Test
+  is scored (``DualTalker.predict_conditions``: the audio encoded once, one batched loop),
+  against ``per_condition``: 8 ``predict`` calls, FaceFormer's test loop, each re-encoding the
+  audio. By default up to 10 s (``--conditions-max-seconds``).
 
 Each case runs in a child process of its own (a warm-up on 1 s first), which reports its wall
 time and its peak memory above what it held before the case: on CPU the peak resident set
@@ -43,7 +47,8 @@ from benchmarks.machine import describe_machine
 
 SAMPLE_RATE = 16_000
 SECONDS = (2, 10, 60, 600)
-MODES = ("cached", "uncached", "faceformer")
+MODES = ("cached", "uncached", "faceformer", "conditions", "per_condition")
+CONDITIONS = 8  # the training subjects of the bench network
 
 
 @torch.no_grad()
@@ -87,9 +92,15 @@ def run_case(seconds: float, mode: str, device: str, threads: int) -> dict:
     def audio_of(length: float) -> torch.Tensor:
         return (torch.randn(1, int(length * SAMPLE_RATE), generator=g) * 0.1).to(device)
 
+    every = torch.arange(CONDITIONS, device=device)[:, None]
+
     def run(audio: torch.Tensor) -> torch.Tensor:
         if mode == "cached":
             return net.predict(audio, template, style)[0]
+        if mode == "conditions":
+            return net.predict_conditions(audio, template, every)[0].flatten(0, 1)
+        if mode == "per_condition":
+            return torch.cat([net.predict(audio, template, c)[0] for c in every])
         return uncached_predict(net, audio, style, mode == "faceformer") + template[:, None]
 
     run(audio_of(1.0))  # warm-up
@@ -106,7 +117,7 @@ def run_case(seconds: float, mode: str, device: str, threads: int) -> dict:
     if cuda:
         torch.cuda.synchronize()
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    frames = int(vertices.shape[1])
+    frames = int(vertices.shape[0] * vertices.shape[1])  # all conditions' frames
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20 - before
     else:
@@ -162,10 +173,14 @@ def summarise(results: list[dict]) -> dict:
     for r in timed.values():
         r["decoder_cpu_seconds"] = r["cpu_seconds"] - r["encoder_cpu_seconds"]
     for clock in ("seconds", "cpu_seconds", "decoder_cpu_seconds"):
-        for other in ("uncached", "faceformer"):
-            if ("cached", 10) in timed and (other, 10) in timed:
-                out[f"{other}_over_cached_10s_{clock}"] = (
-                    timed[other, 10][clock] / timed["cached", 10][clock]
+        for base, other in (
+            ("cached", "uncached"),
+            ("cached", "faceformer"),
+            ("conditions", "per_condition"),
+        ):
+            if (base, 10) in timed and (other, 10) in timed:
+                out[f"{other}_over_{base}_10s_{clock}"] = (
+                    timed[other, 10][clock] / timed[base, 10][clock]
                 )
         for mode in ("cached", "uncached"):
             if (mode, 60) in timed and (mode, 10) in timed:
@@ -190,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--uncached-max-seconds", type=float, default=60.0)
     parser.add_argument("--faceformer-max-seconds", type=float, default=10.0)
+    parser.add_argument("--conditions-max-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="per case, seconds")
     parser.add_argument("--out", default="benchmarks/results/dualtalker_inference.json")
     parser.add_argument("--case", type=float, help=argparse.SUPPRESS)
@@ -204,7 +220,12 @@ def main(argv: list[str] | None = None) -> dict:
         "config": "benchmarks.dualtalker.build('faceformer'), eval, fp32, batch 1, 30 fps",
         "results": [],
     }
-    limits = {"uncached": args.uncached_max_seconds, "faceformer": args.faceformer_max_seconds}
+    limits = {
+        "uncached": args.uncached_max_seconds,
+        "faceformer": args.faceformer_max_seconds,
+        "conditions": args.conditions_max_seconds,
+        "per_condition": args.conditions_max_seconds,
+    }
     for seconds in args.seconds:
         for mode in args.modes:
             if seconds > limits.get(mode, float("inf")):

@@ -163,6 +163,31 @@ def spec_augment(
     return torch.where(mask[..., None], embed.to(hidden.dtype), hidden)
 
 
+def first_conv_moments(conv: nn.Conv1d, x: torch.Tensor, chunk_samples: int):
+    """Per-channel mean and (population) variance over time, in float64, of the first
+    convolution's output on the one-channel signal x (S,), without computing that output.
+
+    The convolution is linear in its input windows w_t = x[s t : s t + k]: y_t = W w_t + b. So
+    mean_t y_t = W m + b and mean_t y_t^2 = diag(W G W^T) + 2 b W m + b^2, with m the windows'
+    mean and G = mean_t w_t w_t^T (k x k; k = 10 for wav2vec 2.0): O(S k) work instead of the
+    O(S C k / s) of the convolution (C = 512 channels) and no (C, S / s) output."""
+    kernel, step = conv.kernel_size[0], conv.stride[0]
+    count = (x.shape[-1] - kernel) // step + 1
+    total, gram = x.new_zeros(kernel, dtype=torch.float64), 0.0
+    per_chunk = max(1, chunk_samples // step)
+    for j in range(0, count, per_chunk):
+        n = min(per_chunk, count - j)
+        windows = x[step * j : step * (j + n - 1) + kernel].unfold(0, kernel, step).double()
+        total = total + windows.sum(0)
+        gram = gram + windows.t() @ windows
+    m, g = total / count, gram / count
+    w = conv.weight.double()[:, 0]  # (C, k)
+    b = conv.bias.double() if conv.bias is not None else torch.zeros_like(w[:, 0])
+    mean = w @ m + b
+    square = ((w @ g) * w).sum(1) + 2 * b * (w @ m) + b.square()
+    return mean, (square - mean.square()).clamp_min(0)
+
+
 def frozen_cnn(extractor: nn.Module, x: torch.Tensor, config, chunk: int) -> torch.Tensor:
     """The CNN's (C, L50) features of one normalised sequence x (1, S), ``chunk`` features at a
     time when longer (the first layer's output is 512 channels at 3.2 kHz: 4 GB for 10 minutes).
@@ -170,8 +195,8 @@ def frozen_cnn(extractor: nn.Module, x: torch.Tensor, config, chunk: int) -> tor
     Exact, not windowed: chunk [a, b) reads samples [a P, (b - 1) P + R) (P the total stride, R
     the receptive field); the convolutions are local and P is a multiple of every layer's
     stride, so each chunk gives exactly features a ... b - 1. The one non-local operation, the
-    first layer's GroupNorm over time (wav2vec2-base), gets its per-channel mean and variance
-    from a first pass over the whole sequence in chunks."""
+    first layer's GroupNorm over time (wav2vec2-base), needs each channel's mean and variance
+    over the whole sequence first: :func:`first_conv_moments`."""
     total = cnn_length(x.shape[1], config)
     first, rest = extractor.conv_layers[0], list(extractor.conv_layers)[1:]
     norm = getattr(first, "layer_norm", None)
@@ -182,17 +207,8 @@ def frozen_cnn(extractor: nn.Module, x: torch.Tensor, config, chunk: int) -> tor
     stride = samples_for_features(2, config) - receptive
     x = x[:, None]  # (1, 1, S): the convolutions' channel axis, as the extractor adds it
     if per_channel:  # wav2vec2-base: GroupNorm statistics over the whole sequence first
-        kernel, step = first.conv.kernel_size[0], first.conv.stride[0]
-        count, mean, spread = 0, 0.0, 0.0  # float64 (C,): Chan et al.'s pairwise combination
-        per_chunk = chunk * stride // step
-        for j in range(0, (x.shape[-1] - kernel) // step + 1, per_chunk):
-            out = first.conv(x[..., step * j : step * (j + per_chunk - 1) + kernel])[0]
-            var_j, mean_j = (v.double() for v in torch.var_mean(out, dim=-1, correction=0))
-            n, delta = out.shape[-1], mean_j - mean
-            mean = mean + delta * n / (count + n)
-            spread = spread + var_j * n + delta.square() * count * n / (count + n)
-            count += n
-        scale = norm.weight.double() / torch.sqrt(spread / count + norm.eps)
+        mean, var = first_conv_moments(first.conv, x[0, 0], chunk * stride)
+        scale = norm.weight.double() / torch.sqrt(var + norm.eps)
         shift = norm.bias.double() - mean * scale
     pieces = []
     for a in range(0, total, chunk):

@@ -223,11 +223,12 @@ class DualTalkerModule(L.LightningModule):
         audio_mask = batch.get("audio_mask")
         groups = []
 
-        def predict(idx: torch.Tensor, s: torch.Tensor):
-            return self.net.predict(
+        def predict(idx: torch.Tensor, styles: torch.Tensor):
+            """(K, b, T, V*3) vertices under the (K, b) conditions, and the (b, T) mask."""
+            return self.net.predict_conditions(
                 batch["audio"][idx],
                 batch["template"][idx],
-                s,
+                styles,
                 audio_mask=None if audio_mask is None else audio_mask[idx],
                 num_frames=None if lengths is None else lengths[idx],
             )
@@ -235,21 +236,20 @@ class DualTalkerModule(L.LightningModule):
         seen = (style >= 0).nonzero().flatten()
         if len(seen):
             own = [self.train_subjects[int(s)] for s in style[seen]]
-            groups.append((seen, own, *predict(seen, style[seen])))
+            vertices, mask = predict(seen, style[seen][None])
+            groups.append((seen, own, vertices[0], mask))
         unseen = (style < 0).nonzero().flatten()
         if len(unseen):
             policy = self.options.unseen_condition
             conditions = condition_indices(policy, -1, self.train_subjects)
-            # every condition of every unseen sequence in one batched autoregressive pass
-            n = len(unseen)
-            cond = torch.tensor(conditions, device=style.device).repeat_interleave(n)
-            vertices, mask = predict(unseen.repeat(len(conditions)), cond)
-            runs = list(zip(vertices.split(n), mask.split(n)))
+            # every condition of every unseen sequence: the audio encoded once, one batched
+            # autoregressive pass
+            cond = torch.tensor(conditions, device=style.device)[:, None].expand(-1, len(unseen))
+            runs, mask = predict(unseen, cond)
             if policy == "mean":
-                mean = torch.stack([v for v, _ in runs]).mean(0)
-                groups.append((unseen, ["mean"] * len(unseen), mean, runs[0][1]))
+                groups.append((unseen, ["mean"] * len(unseen), runs.mean(0), mask))
             else:
-                for c, (vertices, mask) in zip(conditions, runs):
+                for c, vertices in zip(conditions, runs):
                     groups.append((unseen, [self.train_subjects[c]] * len(unseen), vertices, mask))
         return groups
 

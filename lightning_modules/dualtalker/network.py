@@ -316,11 +316,26 @@ class DualTalker(nn.Module):
         truth's length, for the metrics). Memory grows linearly with T: the key/value cache is
         allocated once, each step builds its own bias row, and wav2vec 2.0 runs in windows on
         audio over ``audio_window_s + 2 audio_context_s``."""
+        vertices, frame_mask = self.predict_conditions(
+            audio, template, style[None], audio_mask, num_frames
+        )
+        return vertices[0], frame_mask
+
+    @torch.no_grad()
+    def predict_conditions(self, audio, template, styles, audio_mask=None, num_frames=None):
+        """:meth:`predict` under K conditions at once -> (vertices (K, B, T, V*3), frame_mask).
+
+        ``styles`` (K, B) training-subject indices or (K, B, S) weights: condition k of
+        sequence b. The audio is encoded once (the frozen CNN is most of a prediction's cost)
+        and the K x B sequences run one batched autoregressive loop: what FaceFormer's test
+        does one condition at a time, re-encoding the audio each time."""
         audio_tokens, frames = self.audio_encoder(audio, audio_mask, num_frames)
         length = int(frames.max())
         audio_tokens = audio_tokens[:, : self.tokens_per_frame * length]
-        style = self.style(style_weights(style, self.num_subjects).to(audio_tokens.dtype))
-        offsets = self.autoregress(audio_tokens, style, length)
+        k, b = styles.shape[:2]
+        weights = style_weights(styles.flatten(0, 1), self.num_subjects)
+        style = self.style(weights.to(audio_tokens.dtype))
+        offsets = self.autoregress(audio_tokens.repeat(k, 1, 1), style, length)
         frame_mask = torch.arange(length, device=frames.device)[None] < frames[:, None]
-        offsets = offsets.float()  # in place below: one (B, T, V*3) tensor, not two
-        return offsets.add_(template.reshape(len(frames), 1, -1)), frame_mask
+        offsets = offsets.float().view(k, b, length, -1)  # in place below: one tensor, not two
+        return offsets.add_(template.reshape(1, b, 1, -1)), frame_mask

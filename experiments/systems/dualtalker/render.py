@@ -52,6 +52,7 @@ class RenderConfig:
     size: int = 800  # frame width and height in pixels (side by side: twice as wide)
     out: Optional[str] = None  # output folder (default <run>/render/<wav or split>)
     timeout: float = 60.0  # seconds a frame may take before the renderer is stopped
+    device: str = "auto"  # where the network predicts: auto (CUDA when there is one), cpu, cuda:N
     every_n_val: int = 10  # training: render videos every n-th validation (0 = never)
     val_sequences: int = 1  # ... of this many validation sequences
     val_size: int = 256  # ... this big (per panel)
@@ -59,7 +60,8 @@ class RenderConfig:
 
 # the render command's bare keys: ``wav=x`` is ``render.wav=x``, ``topology=`` data.topology
 ALIASES = {
-    k: f"render.{k}" for k in ("wav", "subject", "condition", "split", "video", "out", "size")
+    k: f"render.{k}"
+    for k in ("wav", "subject", "condition", "split", "video", "out", "size", "device")
 }
 ALIASES["topology"] = "data.topology"
 
@@ -113,6 +115,25 @@ def check_options(cfg: DictConfig) -> None:
         raise ConfigError("wav=... needs subject=NAME: whose face speaks (a templates.pkl subject)")
     if r.size < 16 or r.timeout <= 0:
         raise ConfigError("render.size must be >= 16 and render.timeout positive")
+    predict_device(str(r.device))  # checked before the checkpoint loads
+
+
+def predict_device(name: str) -> str:
+    """``render.device`` as a torch device: ``auto`` is CUDA when there is one, else the CPU;
+    ``cuda[:N]`` without that device is one error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or name.startswith("cuda:") and name[5:].isdigit():
+        index = int(name[5:]) if name != "cuda" else 0
+        if index >= torch.cuda.device_count():
+            found = torch.cuda.device_count()
+            raise ConfigError(f"render.device={name}: this machine has {found} CUDA device(s)")
+        return name
+    raise ConfigError(f"render.device={name}: expected auto, cpu, cuda or cuda:N")
 
 
 def _apply_bare_keys(cfg: DictConfig, args: list[str]) -> list[str]:
@@ -168,6 +189,7 @@ def render_command(cfg: DictConfig, args: list[str]) -> int:
     check_options(cfg)
     audio = read_speech(cfg.render.wav) if cfg.render.wav else None
     run = load_run(str(cfg.ckpt), system="dualtalker", overrides=_overrides(cfg, bare))
+    run.module.to(predict_device(str(cfg.render.device)))
     faces = topology_faces(run.cfg, run.datamodule)
     base = Path(cfg.render.out) if cfg.render.out else None
     if audio is not None:
@@ -228,10 +250,9 @@ def predict(module, audio: np.ndarray, template: np.ndarray, styles: list[int]) 
     with torch.no_grad():
         wave = torch.from_numpy(audio)[None].to(device)
         tmpl = torch.from_numpy(np.asarray(template, dtype=np.float32))[None].to(device)
-        runs = [
-            module.net.predict(wave, tmpl, torch.tensor([s], device=device))[0][0] for s in styles
-        ]
-    return torch.stack(runs).mean(0).float().cpu().numpy()
+        conditions = torch.tensor(styles, device=device)[:, None]  # the audio encoded once
+        runs, _ = module.net.predict_conditions(wave, tmpl, conditions)
+    return runs[:, 0].mean(0).float().cpu().numpy()
 
 
 def render_speech(

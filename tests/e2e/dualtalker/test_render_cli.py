@@ -131,6 +131,8 @@ def _error(capsys) -> str:
         ([f"subject={TEST_SUBJECT}", "render.timeout=0.0001"], "took more than 0.0001 s"),
         ([f"subject={TEST_SUBJECT}", "wav=NOT_AUDIO"], "not an audio file librosa can read"),
         (["subject=X", "colour=red"], "render: unknown argument 'colour=red'"),
+        ([f"subject={TEST_SUBJECT}", "device=cuda:7"], r"device=cuda:7: this machine has \d CUDA"),
+        ([f"subject={TEST_SUBJECT}", "device=gpu"], "expected auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_inputs_are_one_error_line(ckpt, run, tmp_path, capsys, extra, message):
@@ -185,3 +187,16 @@ def test_a_minute_of_flac_predicts_every_frame(ckpt, run, tmp_path):
     assert cli([*words, f"subject={TEST_SUBJECT}", f"condition={STYLE}"]) == 0
     npy = np.load(run / "render" / "minute" / f"condition_{STYLE}_subject_{TEST_SUBJECT}.npy")
     assert npy.shape == (1800, 1442 * 3) and np.isfinite(npy).all()
+
+
+@pytest.mark.gpu
+def test_render_predicts_on_cuda_as_on_the_cpu(ckpt, run, tmp_path):
+    """``device=auto`` predicts on the GPU where there is one: the same vertices as the CPU."""
+    wav = stereo_wav(tmp_path / "gpu.wav", seconds=1.0)
+    words = ["render", f"ckpt={ckpt}", f"wav={wav}", f"subject={TEST_SUBJECT}", "video=false"]
+    outs = {}
+    for device in ("cuda", "cpu"):
+        folder = tmp_path / device
+        assert cli([*words, f"condition={STYLE}", f"device={device}", f"out={folder}"]) == 0
+        outs[device] = np.load(folder / f"condition_{STYLE}_subject_{TEST_SUBJECT}.npy")
+    np.testing.assert_allclose(outs["cuda"], outs["cpu"], atol=1e-4)

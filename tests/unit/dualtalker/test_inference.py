@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
@@ -20,6 +21,7 @@ from lightning_modules.dualtalker.audio_encoder import (
     NAMED_CONFIGS,
     audio_frames,
     cnn_length,
+    first_conv_moments,
     frozen_cnn,
     normalise,
 )
@@ -142,6 +144,45 @@ def test_the_cnn_in_chunks_equals_one_pass() -> None:
                 chunked = frozen_cnn(cnn, x, config, chunk)
                 assert chunked.shape == whole.shape == (32, cnn_length(37_000, config))
                 assert torch.allclose(chunked, whole, atol=1e-5), (norm, chunk)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_first_conv_moments_from_the_windows(bias: bool) -> None:
+    """Each channel's mean and variance over time of the first convolution's output, from the
+    windows' mean and Gram matrix, equal those of the output itself (float64), in any chunks."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(1, 24, kernel_size=10, stride=5, bias=bias)
+    x = normalise(torch.randn(12_347)) * torch.linspace(0.2, 3, 12_347) + 0.1  # not stationary
+    with torch.no_grad():
+        out = F.conv1d(
+            x.double()[None, None],
+            conv.weight.double(),
+            None if conv.bias is None else conv.bias.double(),
+            stride=5,
+        )[0]
+        var, mean = torch.var_mean(out, dim=-1, correction=0)
+        for chunk in (5, 333, 100_000):
+            got_mean, got_var = first_conv_moments(conv, x, chunk)
+            assert torch.allclose(got_mean, mean, rtol=1e-9, atol=1e-12), chunk
+            assert torch.allclose(got_var, var, rtol=1e-9, atol=1e-12), chunk
+
+
+def test_conditions_share_one_audio_encoding() -> None:
+    """K conditions of a batch at once: the audio is encoded once, and each condition's
+    vertices equal its own ``predict``."""
+    net = make_net()
+    audio, template = torch.randn(2, 16_000), torch.randn(2, 3 * V) * 0.1
+    styles = torch.tensor([[0, 2], [1, 1], [2, 0]])  # (K=3, B=2)
+    calls = []
+    original = net.audio_encoder.forward
+    net.audio_encoder.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    together, mask = net.predict_conditions(audio, template, styles)
+    assert len(calls) == 1 and together.shape == (3, 2, 30, 3 * V) and mask.all()
+    for k in range(3):
+        alone, _ = net.predict(audio, template, styles[k])
+        torch.testing.assert_close(together[k], alone, atol=1e-5, rtol=1e-5)
+    mixed = torch.tensor([[0.5, 0.5, 0.0]]).expand(1, 2, 3)  # weights over the subjects
+    assert net.predict_conditions(audio, template, mixed)[0].shape == (1, 2, 30, 3 * V)
 
 
 def test_wav2vec_windows() -> None:
