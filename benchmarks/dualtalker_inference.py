@@ -24,8 +24,11 @@ time and its peak memory above what it held before the case: on CPU the peak res
 (``ru_maxrss``) minus the resident set before it, on CUDA ``max_memory_allocated`` minus the
 allocated memory before it.
 
-Targets (issue 19): cached at least 5x faster than uncached at 10 s; 60 s at most about 7x
-the 10 s cost; peak memory at most linear in the length.
+Targets (issue 19): the cache at least 5x faster than no cache at 10 s; 60 s at most about 7x
+the 10 s cost; peak memory at most linear in the length. The frozen wav2vec 2.0 CNN is common
+to both modes and, in this configuration, half the uncached time at 10 s, so the summary gives
+the ratio of the whole prediction and of the decoder loop, the part the cache changes
+(``decoder_cpu_seconds``: the case's time less its audio encoder's; docs/benchmarks.md).
 
     python -m benchmarks.dualtalker --inference [--seconds 2 10 60 600] [--device cpu]
 """
@@ -79,8 +82,9 @@ def _resident_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def run_case(seconds: float, mode: str, device: str, threads: int) -> dict:
-    """One case in this process (the child's side)."""
+def run_case(seconds: float, mode: str, device: str, threads: int, reps: int = 1) -> dict:
+    """One case in this process (the child's side): the peak memory of the first run, the
+    fastest time of ``reps`` runs."""
     from benchmarks.dualtalker import build
 
     torch.set_num_threads(threads)
@@ -103,32 +107,40 @@ def run_case(seconds: float, mode: str, device: str, threads: int) -> dict:
             return torch.cat([net.predict(audio, template, c)[0] for c in every])
         return uncached_predict(net, audio, style, mode == "faceformer") + template[:, None]
 
+    cuda = device.startswith("cuda")
+
+    def timed(fn):
+        """(wall seconds, process CPU seconds, result) of one call."""
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with torch.no_grad():
+            out = fn()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start, time.process_time() - cpu_start, out
+
     run(audio_of(1.0))  # warm-up
     audio = audio_of(seconds)
-    cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated() / 2**20
     else:
         before = _resident_mb()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    vertices = run(audio)
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    elapsed, cpu, vertices = timed(lambda: run(audio))
     frames = int(vertices.shape[0] * vertices.shape[1])  # all conditions' frames
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20 - before
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
-    del vertices  # the shape is kept below
-    start, cpu_start = time.perf_counter(), time.process_time()
-    with torch.no_grad():  # the audio encoder alone (common to both modes), after the peak
-        net.audio_encoder(audio, None, None)
-    if cuda:
-        torch.cuda.synchronize()
-    encoder, encoder_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    del vertices  # the shape is kept above
+    for _ in range(reps - 1):  # the fastest of the repetitions: the least disturbed
+        again, again_cpu, _ = timed(lambda: run(audio))
+        elapsed, cpu = min(elapsed, again), min(cpu, again_cpu)
+    # the audio encoder alone (common to every mode), after the peak: the rest is the decoder
+    encoder, encoder_cpu = float("inf"), float("inf")
+    for _ in range(reps):
+        again, again_cpu, _ = timed(lambda: net.audio_encoder(audio, None, None))
+        encoder, encoder_cpu = min(encoder, again), min(encoder_cpu, again_cpu)
     return {
         "audio_seconds": seconds,
         "mode": mode,
@@ -138,12 +150,13 @@ def run_case(seconds: float, mode: str, device: str, threads: int) -> dict:
         "seconds": elapsed,
         "frames_per_s": frames / elapsed,
         "cpu_seconds": cpu,  # all threads of the process: steadier than wall on a busy machine
+        "reps": reps,
         "peak_memory_mb": peak,
         "device": device,
     }
 
 
-def child(seconds: float, mode: str, device: str, threads: int, timeout: float) -> dict:
+def child(seconds: float, mode: str, device: str, threads: int, timeout: float, reps: int) -> dict:
     command = [
         sys.executable,
         "-m",
@@ -156,6 +169,8 @@ def child(seconds: float, mode: str, device: str, threads: int, timeout: float) 
         device,
         "--threads",
         str(threads),
+        "--reps",
+        str(reps),
     ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
@@ -207,12 +222,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--faceformer-max-seconds", type=float, default=10.0)
     parser.add_argument("--conditions-max-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="per case, seconds")
+    parser.add_argument(
+        "--reps", type=int, default=3, help="timed runs per case up to 10 s of audio (then 1)"
+    )
     parser.add_argument("--out", default="benchmarks/results/dualtalker_inference.json")
     parser.add_argument("--case", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case is not None:  # the child
-        print(json.dumps(run_case(args.case, args.mode, args.device, args.threads)))
+        print(json.dumps(run_case(args.case, args.mode, args.device, args.threads, args.reps)))
         return {}
     report = {
         "date": time.strftime("%Y-%m-%d"),
@@ -234,7 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
                     {"audio_seconds": seconds, "mode": mode, "skipped": skipped}
                 )
                 continue
-            entry = child(seconds, mode, args.device, args.threads, args.timeout)
+            reps = args.reps if seconds <= 10 else 1
+            entry = child(seconds, mode, args.device, args.threads, args.timeout, reps)
             report["results"].append(entry)
             if "seconds" in entry:
                 print(

@@ -13,13 +13,14 @@ variants alternating step by step on the same model; the JSON gives each path's 
 fraction of its step. ``--glibc-compare N`` (default 2) times N pairs of child processes with
 glibc's allocator tuning off and on (``experiments/allocator.py``), alternating.
 
-Reference figures: ``--reference`` (or ``SUITE_BENCH_REFERENCE=1``) runs the reference
-implementation's step harness (``PEER_SCRIPT``, kept outside this repository; ``PEER_SRC`` is a
-checkout of NNI's TextNAS example) in
-child processes alternating with this suite's steps in the same run, on the same random
-architecture (the harness writes it with ``TN_DUMP_ARCH``), and prints those same-run ratios.
-Without it the bench prints the stored reference figures with the date and way they were
-measured, and no ratio: these machines drift by up to 2x between days.
+Reference figures (``benchmarks/textnas_reference.py``): ``--reference`` (or
+``SUITE_BENCH_REFERENCE=1``) runs the reference implementation's step harness (``PEER_SCRIPT``,
+kept outside this repository; ``PEER_SRC`` is a checkout of NNI's TextNAS example) in child
+processes alternating with this suite's steps in the same run, on the same random architecture
+(the harness writes it with ``TN_DUMP_ARCH``), and prints those same-run ratios. Without it
+the bench prints the stored reference figures with the date and way they were measured, and
+no ratio: these machines drift by up to 2x between days. The glibc A/B:
+``benchmarks/textnas_glibc.py``.
 
     python -m benchmarks.textnas [--threads 2] [--steps 10] [--rounds 3] [--reference]
 """
@@ -31,9 +32,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,27 +49,6 @@ from search_spaces.text import (
     cpu_kernels,
 )
 from search_spaces.text.network import count_parameters
-
-PEER_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "peers" / "textnas_step.py"
-
-#: Reference (NNI TextNAS) step times measured on other days, for orientation only: never
-#: divided by a figure of this run. Seconds per step, median of 10 after 2 warm-ups.
-STORED_REFERENCE = [
-    {
-        "label": "measured on 2026-11-24 with the reference harness textnas_step.py "
-        "(NNI TextNAS child step, median of 10 after 2 warm-ups, 2 threads), 2-core AMD EPYC VM",
-        "retrain_released": {32: 0.138, 256: 0.713},  # w*_final_arc
-        "supernet_random": {32: 0.125, 256: 0.596},  # w*_random (seed 0)
-    },
-    {
-        "label": "measured on 2026-12-01 with the reference harness textnas_step.py "
-        "(same protocol; median of the run medians: 2 runs final_arc, 4 runs random), "
-        "2-core AMD EPYC VM, 1.6-2x slower than on 2026-11-24",
-        "retrain_released": {32: 0.246, 256: 1.41},
-        "supernet_random": {32: 0.190, 256: 1.07},
-    },
-]
-
 
 # ------------------------------------------------------------------------- switch variants
 
@@ -248,7 +225,7 @@ def bench_retrain(
     return entry
 
 
-def _supernet(width: int, vocab: int, num_classes: int):
+def supernet_model(width: int, vocab: int, num_classes: int):
     from search_spaces.text import TextNASSupernet
 
     torch.manual_seed(0)
@@ -278,7 +255,7 @@ def bench_search(
     from lightning_modules.textnas import controller as enas
     from search_spaces.text import RandomStrategy
 
-    supernet = _supernet(width, vocab, num_classes)
+    supernet = supernet_model(width, vocab, num_classes)
     strategy = RandomStrategy(24, k=5)
     gen = torch.Generator().manual_seed(0)
     fixed = fixed if fixed is not None else strategy.sample(gen)
@@ -335,164 +312,12 @@ def bench_search(
     return entries
 
 
-# ------------------------------------------------------------------ reference, same run
-
-
-def run_reference(widths: list[int], steps: int, warmup: int, arch_out: Path) -> dict:
-    """One run of the reference harness in a child process (both widths, the random and the
-    released architecture); its random architecture is written to ``arch_out``."""
-    env = dict(os.environ)
-    env.update(
-        TN_WIDTHS=",".join(map(str, widths)),
-        TN_ARCHS="final_arc,random",
-        TN_STEPS=str(steps),
-        TN_WARMUP=str(warmup),
-        TN_DUMP_ARCH=str(arch_out),
-    )
-    proc = subprocess.run(
-        [sys.executable, str(PEER_SCRIPT)], env=env, capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"reference harness failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def bench_reference(widths: list[int], rounds: int, steps: int, warmup: int) -> dict:
-    """Reference and suite alternating, ``rounds`` times: the reference harness (a child
-    process), then this suite's retrain step (released = the reference's final_arc.json) and
-    fixed-architecture supernet step on the reference's random architecture, switch on. Each
-    ratio divides figures of the same round; the summary gives their range."""
-    if not PEER_SCRIPT.is_file() or not os.environ.get("PEER_SRC"):
-        raise RuntimeError(
-            f"--reference needs the harness {PEER_SCRIPT} and PEER_SRC "
-            "(a checkout of NNI's TextNAS example)"
-        )
-    pairs: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        arch_file = Path(tmp) / "random_arch.json"
-        for r in range(rounds):
-            ref = run_reference(widths, steps, warmup, arch_file)["results"]
-            arch = Architecture.load_any(arch_file)  # NNI JSON
-            for width in widths:
-                model = retrain_model(width, 20_000, 5, "cpu")
-                step = make_step(model, 32, 64, 20_000, 5, "cpu")
-                ours = time_variants(step, ["on"], warmup, steps, 1)["on"]
-                _pair(pairs, f"retrain_released_C{width}", r, ref[f"w{width}_final_arc"], ours)
-                net = _supernet(width, 20_000, 5)
-                step = make_step(net, 32, 64, 20_000, 5, "cpu", architecture=lambda a=arch: a)
-                ours = time_variants(step, ["on"], warmup, steps, 1)["on"]
-                _pair(
-                    pairs,
-                    f"supernet_reference_random_arch_C{width}",
-                    r,
-                    ref[f"w{width}_random"],
-                    ours,
-                )
-                print(f"  round {r + 1}: {_pair_line(pairs, width)}", flush=True)
-    summary = {}
-    for name, rs in pairs.items():
-        ratios = [p["speedup"] for p in rs]
-        summary[name] = {
-            "reference_seconds_per_step": [p["reference_seconds_per_step"] for p in rs],
-            "suite_seconds_per_step": [p["suite_seconds_per_step"] for p in rs],
-            "speedup_per_round": ratios,
-            "speedup_min": min(ratios),
-            "speedup_max": max(ratios),
-            "speedup_of_medians": statistics.median(p["reference_seconds_per_step"] for p in rs)
-            / statistics.median(p["suite_seconds_per_step"] for p in rs),
-        }
-    return {
-        "protocol": f"{rounds} rounds, each: reference harness {PEER_SCRIPT.name} (child process, "
-        f"median of {steps} after {warmup} warm-ups), then this suite's step (median of {steps} "
-        f"after {warmup} warm-ups, CPU kernels on); ratios within a round only",
-        "pairs": summary,
-    }
-
-
-def _pair(pairs: dict, name: str, r: int, ref: dict, ours: dict) -> None:
-    suite = statistics.median(ours["seconds_per_step_all"])
-    pairs.setdefault(name, []).append(
-        {
-            "round": r,
-            "reference_seconds_per_step": ref["median_step_s"],
-            "suite_seconds_per_step": suite,
-            "speedup": ref["median_step_s"] / suite,
-        }
-    )
-
-
-def _pair_line(pairs: dict, width: int) -> str:
-    parts = []
-    for name in (f"retrain_released_C{width}", f"supernet_reference_random_arch_C{width}"):
-        p = pairs[name][-1]
-        parts.append(
-            f"{name}: reference {p['reference_seconds_per_step'] * 1000:.0f} ms, "
-            f"suite {p['suite_seconds_per_step'] * 1000:.0f} ms, {p['speedup']:.2f}x"
-        )
-    return "; ".join(parts)
-
-
-# ------------------------------------------------------------------ glibc tuning, A/B
-
-
-def bench_glibc(pairs: int, args: argparse.Namespace) -> dict:
-    """Child processes of this bench, glibc tuning off and on alternately, ``pairs`` times;
-    each times every step with the CPU kernels on (one round). Per step: the median step time
-    of each child and the saving of the tuning (medians over the children)."""
-    figures: dict[str, dict[str, list[float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(pairs):
-            for tuned in ("0", "1"):
-                out = Path(tmp) / f"child_{i}_{tuned}.json"
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.textnas",
-                    "--threads",
-                    str(args.threads),
-                    "--steps",
-                    str(args.steps),
-                    "--warmup",
-                    str(args.warmup),
-                    "--rounds",
-                    "1",
-                    "--widths",
-                    *map(str, args.widths),
-                    "--variants",
-                    "on",
-                    "--no-reference",
-                    "--glibc-compare",
-                    "0",
-                    "--out",
-                    str(out),
-                ]
-                cmd += ["--skip-search"] if args.skip_search else []
-                env = {**os.environ, "SUITE_GLIBC_TUNING": tuned}
-                subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-                report = json.loads(out.read_text())
-                assert report["machine"]["glibc_tuning_applied"] == (tuned == "1")
-                for entry in report["results"]:
-                    times = figures.setdefault(entry["name"], {"off": [], "on": []})
-                    times["on" if tuned == "1" else "off"].append(entry["seconds_per_step_median"])
-    summary = {}
-    for name, t in figures.items():
-        off, on = statistics.median(t["off"]), statistics.median(t["on"])
-        summary[name] = {
-            "tuning_off_seconds_per_step": t["off"],
-            "tuning_on_seconds_per_step": t["on"],
-            "saving": 1.0 - on / off,
-        }
-    return {
-        "protocol": f"{pairs} pairs of child processes (tuning off, then on), one round of "
-        f"{args.steps} steps each",
-        "steps": summary,
-    }
-
-
 # ---------------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from benchmarks import textnas_glibc, textnas_reference  # they import this module
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -570,14 +395,14 @@ def main(argv: list[str] | None = None) -> dict:
             "retrain_released": _keys(r["retrain_released"]),
             "supernet_random": _keys(r["supernet_random"]),
         }
-        for r in STORED_REFERENCE
+        for r in textnas_reference.STORED_REFERENCE
     ]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")  # again after each section below
     if args.reference:
         print("reference side by side (same run, alternating):", flush=True)
-        report["reference_same_run"] = bench_reference(
+        report["reference_same_run"] = textnas_reference.bench_reference(
             [w for w in args.widths if w in (32, 256)],
             args.reference_rounds,
             args.steps,
@@ -594,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
             "reference figures from other days (no ratio: the machine drifts up to 2x "
             "between days; --reference times it in this run):"
         )
-        for r in STORED_REFERENCE:
+        for r in textnas_reference.STORED_REFERENCE:
             print(f"  {r['label']}:")
             for w in (32, 256):
                 print(
@@ -602,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
                     f"supernet random arch {r['supernet_random'][w] * 1000:.0f} ms"
                 )
     if args.glibc_compare > 0:
-        report["glibc_tuning"] = bench_glibc(args.glibc_compare, args)
+        report["glibc_tuning"] = textnas_glibc.bench_glibc(args.glibc_compare, args)
         out.write_text(json.dumps(report, indent=2) + "\n")
         for name, s in report["glibc_tuning"]["steps"].items():
             print(f"glibc tuning {name:<40} saves {s['saving'] * 100:5.1f} % of the step")

@@ -27,6 +27,7 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
 from datamodules.errors import DataError, check_not_a_file
+from datamodules.images.classes import STL10_CLASSES
 
 STL_IMAGE_BYTES = 3 * 96 * 96
 
@@ -259,19 +260,6 @@ class STL10Files(datasets.STL10):
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
-
-STL10_CLASSES = [
-    "airplane",
-    "bird",
-    "car",
-    "cat",
-    "deer",
-    "dog",
-    "horse",
-    "monkey",
-    "ship",
-    "truck",
-]
 
 
 def read_split(dataset: str, root: str | Path, split: str, download: bool = False) -> ImageArrays:

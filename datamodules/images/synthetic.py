@@ -32,31 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.errors import check_not_a_file
-
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
-STL10_CLASSES = (
-    "airplane",
-    "bird",
-    "car",
-    "cat",
-    "deer",
-    "dog",
-    "horse",
-    "monkey",
-    "ship",
-    "truck",
-)
+from datamodules.images.classes import CIFAR10_CLASSES, STL10_CLASSES
 
 # One colour per class (RGB 0..255), far apart from each other and from the backgrounds.
 _COLOURS = np.array(

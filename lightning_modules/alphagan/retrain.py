@@ -130,6 +130,7 @@ class AlphaGANRetrain(PerRankNoise, L.LightningModule):
         self.register_buffer("fixed_z", fixed_z)
         for name in ("d_step", "g_step"):
             self.register_buffer(name, torch.zeros((), dtype=torch.long))
+        self._d_steps: int | None = None  # d_step's host copy: reading the buffer syncs a GPU
         self.init_noise(seed)
         self.evaluations: list[dict[str, float]] = []
         self._scoring: dict[str, Any] = {}  # extractor, metrics, statistics: not in state_dict
@@ -193,7 +194,9 @@ class AlphaGANRetrain(PerRankNoise, L.LightningModule):
             "train/d_real": real_logits.detach().float().mean(),
             "train/d_fake": fake_logits.detach().float().mean(),
         }
-        if int(self.d_step) % t.n_critic == 0:
+        if self._d_steps is None:  # once per fit (and after a checkpoint loads)
+            self._d_steps = int(self.d_step)
+        if self._d_steps % t.n_critic == 0:
             with self.toggled_optimizer(g_opt):  # D gets no gradient from the G step
                 g_loss = self.g_step_loss(t.gen_batch_size)
                 g_opt.zero_grad(set_to_none=True)
@@ -208,12 +211,13 @@ class AlphaGANRetrain(PerRankNoise, L.LightningModule):
             logs["train/g_loss"] = g_loss.detach()
             self.log("train/g_iter", self.g_step.float(), prog_bar=True, batch_size=n)
         self.d_step += 1
+        self._d_steps += 1
         self.log_dict(logs, batch_size=n)
         self.log("train/d_loss_bar", d_loss.detach(), prog_bar=True, logger=False, batch_size=n)
-        if batch_idx % 50 == 0 or int(self.d_step) % t.n_critic == 1:
+        if batch_idx % 50 == 0 or self._d_steps % t.n_critic == 1:
             for name, opt in zip(("g", "d"), (g_opt, d_opt), strict=True):
                 self.log(f"lr/{name}", opt.param_groups[0]["lr"], batch_size=n)
-        if int(self.d_step) >= t.g_iters * t.n_critic:
+        if self._d_steps >= t.g_iters * t.n_critic:
             self.trainer.should_stop = True
 
     # -------------------------------------------------------------- evaluation
@@ -343,6 +347,7 @@ class AlphaGANRetrain(PerRankNoise, L.LightningModule):
         state = checkpoint.get("alphagan_retrain") or {}
         self.load_noise_states(state.get("noise"))
         self.evaluations = [dict(r) for r in state.get("evaluations", [])]
+        self._d_steps = None  # read again from the loaded buffer at the next step
         d_step = checkpoint.get("state_dict", {}).get("d_step")
         trainer = self._trainer
         dm = getattr(trainer, "datamodule", None) if trainer is not None else None

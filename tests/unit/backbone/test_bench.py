@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from benchmarks import textnas
+from benchmarks import textnas, textnas_reference
 from search_spaces.text import cpu_kernels, to_nni_json
 from tests.helpers.textnas import random_arch
 
@@ -130,20 +130,20 @@ def test_reference_ratios_come_from_the_same_run(tmp_path, keep_threads, monkeyp
         }
 
     seen = []
-    original = textnas.make_step
+    original = textnas_reference.make_step
 
     def spy(model, *args, architecture=None, **kwargs):
         if architecture is not None:
             seen.append(architecture())
         return original(model, *args, architecture=architecture, **kwargs)
 
-    monkeypatch.setattr(textnas, "run_reference", fake_reference)
-    monkeypatch.setattr(textnas, "make_step", spy)
+    monkeypatch.setattr(textnas_reference, "run_reference", fake_reference)
+    monkeypatch.setattr(textnas_reference, "make_step", spy)
     monkeypatch.setenv("PEER_SRC", str(tmp_path))
     harness = tmp_path / "textnas_step.py"  # the faked harness needs no reference checkout
     harness.write_text("")
-    monkeypatch.setattr(textnas, "PEER_SCRIPT", harness)
-    result = textnas.bench_reference([32], rounds=2, steps=1, warmup=0)
+    monkeypatch.setattr(textnas_reference, "PEER_SCRIPT", harness)
+    result = textnas_reference.bench_reference([32], rounds=2, steps=1, warmup=0)
     assert calls == [[32], [32]]
     assert seen and all(a.layers == arch.layers for a in seen)
     pair = result["pairs"]["supernet_reference_random_arch_C32"]
