@@ -81,8 +81,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-# BENCH=alphagan for one system's figures (benchmarks/results/<system>.json)
-BENCH ?= textnas alphagan dualtalker
+# BENCH=alphagan for one bench's figures (benchmarks/results/<bench>.json); DualTalker's
+# inference at 2 s to 10 min of audio and its video rendering are benches of their own
+BENCH ?= textnas alphagan dualtalker dualtalker_inference dualtalker_render
 bench: $(STAMP)
 	@for system in $(BENCH); do echo "== bench $$system"; $(PY) -m benchmarks.$$system $(ARGS) || exit 1; done
 

@@ -5,7 +5,7 @@ FaceFormer's ``wav2vec.py`` does (EvelynFan/FaceFormer), then Linear(hidden -> d
     raw 16 kHz audio -> per-sequence zero mean / unit variance (Wav2Vec2Processor's normalisation)
       -> zero-padded to whole frames (r x round(seconds x fps) features: the last frame is
          covered) -> frozen CNN (50 Hz, one call per sequence: the first conv's GroupNorm would
-         otherwise see the padding; exact chunks on long audio) -> bounded CPU cache by name
+         otherwise see the padding; in exact chunks) -> bounded CPU cache by name
       -> align: 30 fps: linear interpolation (align_corners=True) to exactly the frame count;
                 25 fps: drop the last feature if the count is odd, cut to 2 x frames (2 tokens
                 per frame); the frames beyond the audio are dropped
@@ -33,7 +33,10 @@ from datamodules.errors import DataError
 from datamodules.face.dataset import audio_frames
 
 SAMPLE_RATE = 16_000
-CNN_CHUNK_FEATURES = 500  # 10 s: the frozen CNN runs on at most this many features at a time
+# The frozen CNN runs on at most this many 50 Hz features at a time (exact chunks): on the CPU
+# 64 (1.3 s; the layers' outputs stay in the caches: 20-27 % faster than one pass on 10-60 s,
+# docs/benchmarks.md), elsewhere 500 (10 s: fewer, larger kernels)
+CNN_CHUNK_FEATURES = {"cpu": 64, "default": 500}
 TOKENS_PER_FRAME = {"vocaset": 1, "biwi": 2}  # the data set's alignment (FaceFormer's wav2vec.py)
 _CONV = dict(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
 NAMED_CONFIGS = {
@@ -190,7 +193,8 @@ def first_conv_moments(conv: nn.Conv1d, x: torch.Tensor, chunk_samples: int):
 
 def frozen_cnn(extractor: nn.Module, x: torch.Tensor, config, chunk: int) -> torch.Tensor:
     """The CNN's (C, L50) features of one normalised sequence x (1, S), ``chunk`` features at a
-    time when longer (the first layer's output is 512 channels at 3.2 kHz: 4 GB for 10 minutes).
+    time when longer: the first layer's output is 512 channels at 3.2 kHz (4 GB for 10 minutes),
+    and on the CPU small chunks keep each layer's output in the processor's caches.
 
     Exact, not windowed: chunk [a, b) reads samples [a P, (b - 1) P + R) (P the total stride, R
     the receptive field); the convolutions are local and P is a multiple of every layer's
@@ -232,11 +236,12 @@ class AudioEncoder(nn.Module):
     keeps (B,) (T for 30 fps; at most T for 25 fps, where the audio may be shorter).
 
     ``tokens_per_frame`` r is the data set's alignment (1: VOCA's interpolation, 2: BIWI's two
-    50 Hz features per frame). Long inputs: the CNN runs in exact chunks of
-    ``CNN_CHUNK_FEATURES``; the transformer, whose attention is quadratic, runs on the whole
-    sequence when it is at most ``window_s + 2 context_s`` seconds long (every training
-    sequence of VOCASET and BIWI), otherwise in windows of ``window_s`` seconds each seeing
-    ``context_s`` seconds more on both sides (docs/dualtalker.md, "Long audio").
+    50 Hz features per frame). The CNN runs in exact chunks of ``CNN_CHUNK_FEATURES`` for the
+    device (``cnn_chunk_features`` overrides it); the transformer, whose attention is
+    quadratic, runs on the whole sequence when it is at most ``window_s + 2 context_s``
+    seconds long (every training sequence of VOCASET and BIWI), otherwise in windows of
+    ``window_s`` seconds each seeing ``context_s`` seconds more on both sides
+    (docs/dualtalker.md, "Long audio").
     """
 
     def __init__(
@@ -258,7 +263,7 @@ class AudioEncoder(nn.Module):
         self.fps, self.tokens_per_frame = fps, tokens_per_frame
         self.use_spec_augment = spec_augment and hasattr(self.wav2vec, "masked_spec_embed")
         self.window_s, self.context_s = window_s, context_s
-        self.cnn_chunk_features = CNN_CHUNK_FEATURES
+        self.cnn_chunk_features: int | None = None  # None: CNN_CHUNK_FEATURES of the device
         # name, samples -> CPU features; least recently used first; not in the state dict
         self.cache: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self.cache_limit, self.cache_bytes = int(feature_cache_mb * 2**20), 0
@@ -298,11 +303,16 @@ class AudioEncoder(nn.Module):
         )
         x = F.pad(x, (0, max(0, needed - length)))[None]
         features = frozen_cnn(
-            self.wav2vec.feature_extractor, x, self.config, self.cnn_chunk_features
+            self.wav2vec.feature_extractor, x, self.config, self._chunk(x.device)
         ).t()
         if name is not None and self.feature_cache:
             self._remember(key, features)
         return features
+
+    def _chunk(self, device: torch.device) -> int:
+        if self.cnn_chunk_features is not None:
+            return self.cnn_chunk_features
+        return CNN_CHUNK_FEATURES.get(device.type, CNN_CHUNK_FEATURES["default"])
 
     def transformer(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """wav2vec 2.0's transformer on (B, N, hidden): whole, or in overlapping windows."""
