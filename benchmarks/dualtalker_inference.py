@@ -19,8 +19,10 @@ vertices, 30 fps), in eval mode, fp32, batch 1, on 2 s, 10 s, 60 s and 600 s of 
   against ``per_condition``: 8 ``predict`` calls, FaceFormer's test loop, each re-encoding the
   audio. By default up to 10 s (``--conditions-max-seconds``).
 
-Each case runs in a child process of its own (a warm-up on 1 s first), which reports its wall
-time and its peak memory above what it held before the case: on CPU the peak resident set
+Each case runs in a child process of its own (a warm-up on 1 s first; on the CPU glibc keeps
+freed memory, as in the ``render`` command: ``--no-glibc-tuning`` not), which reports its wall
+time (the fastest of ``--reps`` runs up to 10 s of audio) and its peak memory above what it
+held before the case: on CPU the peak resident set
 (``ru_maxrss``) minus the resident set before it, on CUDA ``max_memory_allocated`` minus the
 allocated memory before it.
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -86,7 +89,10 @@ def run_case(seconds: float, mode: str, device: str, threads: int, reps: int = 1
     """One case in this process (the child's side): the peak memory of the first run, the
     fastest time of ``reps`` runs."""
     from benchmarks.dualtalker import build
+    from experiments.allocator import keep_freed_memory
 
+    # as the render command: glibc keeps freed memory on the CPU (SUITE_GLIBC_TUNING=0: not)
+    tuned = keep_freed_memory(cuda=device.startswith("cuda"), default=True)
     torch.set_num_threads(threads)
     net = build("faceformer", device).eval()
     g = torch.Generator().manual_seed(0)
@@ -151,6 +157,7 @@ def run_case(seconds: float, mode: str, device: str, threads: int, reps: int = 1
         "frames_per_s": frames / elapsed,
         "cpu_seconds": cpu,  # all threads of the process: steadier than wall on a busy machine
         "reps": reps,
+        "glibc_tuning": tuned,
         "peak_memory_mb": peak,
         "device": device,
     }
@@ -223,12 +230,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--conditions-max-seconds", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="per case, seconds")
     parser.add_argument(
+        "--no-glibc-tuning",
+        action="store_true",
+        help="glibc returns freed memory as it does by default (render keeps it on the CPU)",
+    )
+    parser.add_argument(
         "--reps", type=int, default=3, help="timed runs per case up to 10 s of audio (then 1)"
     )
     parser.add_argument("--out", default="benchmarks/results/dualtalker_inference.json")
     parser.add_argument("--case", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.no_glibc_tuning:
+        os.environ["SUITE_GLIBC_TUNING"] = "0"  # the children inherit it
     if args.case is not None:  # the child
         print(json.dumps(run_case(args.case, args.mode, args.device, args.threads, args.reps)))
         return {}

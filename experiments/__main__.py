@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in ("list", "show"):
         from experiments.allocator import keep_freed_memory
 
-        keep_freed_memory()  # fewer page faults per CPU training step (see allocator.py)
+        # fewer page faults per CPU step (allocator.py): opt-in, on by default for render
+        keep_freed_memory(default=command == "render")
     if command == "demo":
         from experiments.demo import main as demo
 

@@ -8,9 +8,12 @@ effect with nothing to install. ``make bench`` measures what it saves on the Tex
 child processes with it off and on (``benchmarks/results/textnas.json``, docs/benchmarks.md).
 
 The cost is that the process's resident memory stays at its peak instead of shrinking between
-steps. So it is off unless asked for: ``SUITE_GLIBC_TUNING=1``, and then only for CPU runs
-(never when CUDA is going to be used, where host memory is not the bottleneck). It changes
-process-wide allocator settings, once, on glibc on Linux.
+steps. So for training it is off unless asked for: ``SUITE_GLIBC_TUNING=1``, and then only for
+CPU runs (never when CUDA is going to be used, where host memory is not the bottleneck). The
+one-shot ``render`` command has it on by default on the CPU (``SUITE_GLIBC_TUNING=0`` turns it
+off): wav2vec 2.0's frozen CNN, in chunks whose layer outputs are all under the 32 MiB
+threshold, then runs 20-28 % faster (docs/benchmarks.md). It changes process-wide allocator
+settings, once, on glibc on Linux.
 """
 
 from __future__ import annotations
@@ -34,21 +37,26 @@ TOP_PAD = 64 * 1024 * 1024  # grow the heap in 64 MiB steps
 _applied: bool | None = None
 
 
-def glibc_tuning_requested() -> bool:
-    """Whether ``SUITE_GLIBC_TUNING=1`` (also ``true``/``on``/``yes``) asks for the tuning."""
-    return os.environ.get(ENV_VAR, "0").strip().lower() in ("1", "true", "on", "yes")
+def glibc_tuning_requested(default: bool = False) -> bool:
+    """Whether ``SUITE_GLIBC_TUNING=1`` (also ``true``/``on``/``yes``) asks for the tuning;
+    ``default`` when the variable is not set."""
+    value = os.environ.get(ENV_VAR)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "on", "yes")
 
 
-def keep_freed_memory(cuda: bool | None = None) -> bool:
-    """Apply the tuning if requested (:func:`glibc_tuning_requested`) and the run is a CPU run;
-    once per process. True if the settings are in effect (glibc on Linux only).
+def keep_freed_memory(cuda: bool | None = None, default: bool = False) -> bool:
+    """Apply the tuning if requested (:func:`glibc_tuning_requested`, ``default`` when
+    ``SUITE_GLIBC_TUNING`` is not set) and the run is a CPU run; once per process. True if the
+    settings are in effect (glibc on Linux only).
 
     ``cuda``: whether the run will use CUDA; ``None`` takes ``torch.cuda.is_available()``
     (asked only when the tuning is requested)."""
     global _applied
     if _applied is not None:
         return _applied
-    if not glibc_tuning_requested():
+    if not glibc_tuning_requested(default):
         return False
     if cuda is None:
         import torch

@@ -34,8 +34,9 @@ from datamodules.face.dataset import audio_frames
 
 SAMPLE_RATE = 16_000
 # The frozen CNN runs on at most this many 50 Hz features at a time (exact chunks): on the CPU
-# 64 (1.3 s; the layers' outputs stay in the caches: 20-27 % faster than one pass on 10-60 s,
-# docs/benchmarks.md), elsewhere 500 (10 s: fewer, larger kernels)
+# 64 (1.3 s: every layer's output under glibc's 32 MiB mmap threshold, reused when glibc keeps
+# freed memory, as render does: 20-28 % faster than one pass at 10-60 s, docs/dualtalker.md),
+# elsewhere 500 (10 s: fewer, larger kernels)
 CNN_CHUNK_FEATURES = {"cpu": 64, "default": 500}
 TOKENS_PER_FRAME = {"vocaset": 1, "biwi": 2}  # the data set's alignment (FaceFormer's wav2vec.py)
 _CONV = dict(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
@@ -194,7 +195,7 @@ def first_conv_moments(conv: nn.Conv1d, x: torch.Tensor, chunk_samples: int):
 def frozen_cnn(extractor: nn.Module, x: torch.Tensor, config, chunk: int) -> torch.Tensor:
     """The CNN's (C, L50) features of one normalised sequence x (1, S), ``chunk`` features at a
     time when longer: the first layer's output is 512 channels at 3.2 kHz (4 GB for 10 minutes),
-    and on the CPU small chunks keep each layer's output in the processor's caches.
+    and on the CPU small outputs are reused by the allocator instead of faulted in afresh.
 
     Exact, not windowed: chunk [a, b) reads samples [a P, (b - 1) P + R) (P the total stride, R
     the receptive field); the convolutions are local and P is a multiple of every layer's

@@ -26,7 +26,8 @@ class Mallinfo2(ctypes.Structure):
                  "uordblks", "fordblks", "keepcost")]
 
 cuda = {"none": None, "cpu": False, "cuda": True}[sys.argv[1]]
-applied = [keep_freed_memory(cuda), keep_freed_memory(cuda)]
+default = sys.argv[2] == "1"
+applied = [keep_freed_memory(cuda, default), keep_freed_memory(cuda, default)]
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -45,13 +46,17 @@ print(json.dumps({
 """
 
 
-def _run(env_value: str | None, cuda: str = "cpu") -> dict:
+def _run(env_value: str | None, cuda: str = "cpu", default: bool = False) -> dict:
     env = dict(os.environ)
     env.pop("SUITE_GLIBC_TUNING", None)
     if env_value is not None:
         env["SUITE_GLIBC_TUNING"] = env_value
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, cuda], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", SCRIPT, cuda, "1" if default else "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)
 
@@ -87,3 +92,26 @@ def test_not_applied_when_cuda_will_be_used(cuda: str) -> None:
     expect = cuda == "none" and not torch.cuda.is_available()
     assert result["applied"] == [expect, expect]
     assert (result["mmapped"] == 0) is expect
+
+
+@glibc_only
+@pytest.mark.parametrize("value,expect", [(None, True), ("0", False), ("1", True)])
+def test_a_command_with_it_on_by_default_can_turn_it_off(value, expect) -> None:
+    """``render`` asks with ``default=True``: applied unless ``SUITE_GLIBC_TUNING=0``."""
+    result = _run(value, default=True)
+    assert result["applied"] == [expect, expect]
+    assert (result["mmapped"] == 0) is expect
+
+
+def test_only_render_asks_for_it_by_default(monkeypatch, capsys) -> None:
+    from experiments import allocator
+    from experiments.__main__ import cli
+
+    defaults = []
+    monkeypatch.setattr(
+        allocator, "keep_freed_memory", lambda cuda=None, default=False: defaults.append(default)
+    )
+    cli(["render"])  # no checkpoint: one error line, after the allocator's turn
+    cli(["eval"])
+    capsys.readouterr()
+    assert defaults == [True, False]
