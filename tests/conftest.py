@@ -11,8 +11,11 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _suite_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """W&B disabled and silent; no run folder, config path or debug flag leaking in."""
+    """W&B disabled and silent; no run folder, config path or debug flag leaking in; glibc's
+    allocator left as it is (``render`` would tune the whole test process: allocator tests set
+    the variable themselves)."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("SUITE_GLIBC_TUNING", "0")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
     for var in (

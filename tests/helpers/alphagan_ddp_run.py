@@ -35,4 +35,8 @@ class RankState(L.Callback):
 
 if __name__ == "__main__":
     out, *overrides = sys.argv[1:]
-    train("alphagan_search_synthetic", overrides, extra_callbacks=[RankState(out)])
+    try:
+        train("alphagan_search_synthetic", overrides, extra_callbacks=[RankState(out)])
+    finally:  # as the entry point does: a gloo group alive at exit can abort the process
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
