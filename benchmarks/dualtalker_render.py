@@ -9,6 +9,8 @@ validation videos' 256x256, after the worker has started (its start, about 2-10 
 apart). The target is at least 4 frames/s at 800x800 on 2 cores. ``cpu_s_per_frame`` (worker and
 encoder together) is the figure a busy machine does not inflate: the worker renders while the
 main process encodes, so an idle 2-core machine makes up to 2 / cpu_s_per_frame frames/s.
+Peak memory is each process's peak resident set during the case (Linux's VmHWM): the render
+worker's (open3d, Mesa and the frame buffers) and the main process's (the sequence, the encoder).
 
     python -m benchmarks.dualtalker --render [--frames 60] [--sizes 800 256]
 """
@@ -24,7 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import describe_machine
+from benchmarks.machine import (
+    describe_machine,
+    process_cpu_seconds,
+    reset_resident_peak,
+    resident_peak_mb,
+)
 
 VERTEX_COUNTS = {"VOCA (FLAME)": 5023, "BIWI": 23370}
 
@@ -65,13 +72,10 @@ def speaking(vertices: np.ndarray, frames: int, fps: int = 30) -> np.ndarray:
     return out.reshape(frames, -1).astype(np.float32)
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and its finished children (the render workers)."""
-    own, children = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def _cpu(worker: int) -> float:
+    """CPU seconds of this process (the encoder) and of the running render worker."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime + (process_cpu_seconds(worker) or 0.0)
 
 
 def bench(num_vertices: int, size: int, frames: int) -> dict:
@@ -81,31 +85,45 @@ def bench(num_vertices: int, size: int, frames: int) -> dict:
     vertices, faces = sphere_mesh(num_vertices)
     sequence = speaking(vertices, frames)
     audio = (0.2 * np.sin(np.arange(frames * 16000 // 30) * 0.07)).astype(np.float32)
-    started, cpu0 = time.perf_counter(), _cpu()
-    probe = render_module.MeshRenderer(faces, render_module.Camera.fit(vertices), size, size)
-    probe.start()
-    start_s = time.perf_counter() - started
-    probe.close()
-    start_cpu = _cpu() - cpu0
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.mp4"
-        t0, cpu1 = time.perf_counter(), _cpu()
-        render_video(path, faces, sequence, 30, audio, size=size, progress=False)
-        total = time.perf_counter() - t0
-        cpu = _cpu() - cpu1 - start_cpu  # both processes, the worker's start taken off
-        size_mb = path.stat().st_size / 1e6
-    # render_video starts its own worker: take off the start measured on its own
-    seconds = max(total - start_s, 1e-9)
+    reset_resident_peak()
+    main_before = resident_peak_mb()
+    started = time.perf_counter()
+    camera = render_module.Camera.fit(vertices)
+    with render_module.MeshRenderer(faces, camera, size, size) as renderer:
+        start_s, cpu0 = time.perf_counter() - started, _cpu(renderer.pid)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bench.mp4"
+            t0 = time.perf_counter()
+            render_video(
+                path,
+                faces,
+                sequence,
+                30,
+                audio,
+                size=size,
+                template=vertices,
+                progress=False,
+                renderer=renderer,
+            )
+            seconds = max(time.perf_counter() - t0, 1e-9)
+            size_mb = path.stat().st_size / 1e6
+        cpu = _cpu(renderer.pid) - cpu0  # both processes, the worker's start left out
+        worker_peak = resident_peak_mb(renderer.pid)
+    main_peak = resident_peak_mb()
     return {
         "vertices": num_vertices,
         "size": f"{size}x{size}",
         "frames": frames,
         "worker_start_s": round(start_s, 2),
-        "seconds_with_start": round(total, 2),
+        "seconds_with_start": round(start_s + seconds, 2),
         "frames_per_s": round(frames / seconds, 2),
         # CPU time of worker + encoder per frame: what the machine's load cannot inflate
         "cpu_s_per_frame": round(cpu / frames, 3),
         "mp4_mb": round(size_mb, 2),
+        "worker_peak_mb": None if worker_peak is None else round(worker_peak),
+        "main_peak_mb": None if main_peak is None else round(main_peak),
+        # the main process's resident set when the case began (torch and the libraries)
+        "main_before_mb": None if main_before is None else round(main_before),
     }
 
 
@@ -130,7 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(
                 f"{name:<13} {count:>6} vertices {entry['size']:>9}: "
                 f"{entry['frames_per_s']:6.2f} frames/s, {entry['cpu_s_per_frame']:.3f} CPU-s a "
-                f"frame (worker start {entry['worker_start_s']} s)",
+                f"frame (worker start {entry['worker_start_s']} s), peak memory: worker "
+                f"{entry['worker_peak_mb']} MB, main {entry['main_peak_mb']} MB (from "
+                f"{entry['main_before_mb']} MB)",
                 flush=True,
             )
     out = Path(args.out)

@@ -64,6 +64,42 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def resident_peak_mb(pid: int | str = "self") -> float | None:
+    """A process's peak resident set size (VmHWM in /proc/PID/status) in MiB; None where /proc
+    does not say (not Linux, or the process has ended). Readable for a child still running,
+    where ``getrusage(RUSAGE_CHILDREN)`` only knows the largest child that has ended."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def process_cpu_seconds(pid: int | str = "self") -> float | None:
+    """User + system CPU seconds of a running process (fields 14 and 15 of /proc/PID/stat);
+    None where /proc does not say."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def reset_resident_peak() -> bool:
+    """Start this process's VmHWM again from its current resident set (Linux: ``5`` to
+    /proc/self/clear_refs), so a peak can be read per case; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def time_steps(
     step: Callable[[], object], warmup: int, steps: int, device: str = "cpu"
 ) -> list[float]:

@@ -139,6 +139,11 @@ class MeshRenderer:
         self._log = None
 
     # ---------------------------------------------------------------- worker
+    @property
+    def pid(self) -> int | None:
+        """The running worker's process id (None before start and after close)."""
+        return None if self._proc is None else self._proc.pid
+
     def __enter__(self) -> MeshRenderer:
         self.start()
         return self

@@ -158,3 +158,25 @@ def test_renderer_worker_is_a_plain_script():
 
     text = Path(render.WORKER).read_text()
     assert "lightning_modules" not in text.split('"""', 2)[2]
+
+
+def test_render_bench_reports_speed_and_both_processes_peak_memory(renderer_ready, tmp_path):
+    """``make bench BENCH=dualtalker_render`` at a tiny size: frames/s, CPU per frame and the
+    peak resident sets of the worker and the encoding process, written to the JSON."""
+    import json
+
+    from benchmarks import dualtalker_render
+
+    out = tmp_path / "render.json"
+    report = dualtalker_render.main(["--frames", "4", "--sizes", "48", "--out", str(out)])
+    assert json.loads(out.read_text()) == report
+    assert [r["vertices"] for r in report["results"]] == list(
+        dualtalker_render.VERTEX_COUNTS.values()
+    )
+    for case in report["results"]:
+        assert case["size"] == "48x48" and case["frames"] == 4 and case["frames_per_s"] > 0
+        assert case["seconds_with_start"] > case["worker_start_s"] > 0
+        assert case["cpu_s_per_frame"] > 0
+        # open3d + Mesa in the worker; torch and the sequence in the main process
+        assert case["worker_peak_mb"] > 50
+        assert case["main_peak_mb"] >= case["main_before_mb"] > 50
