@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 USAGE = (
     "usage: python -m experiments {demo,list,show,train,eval,data,<command>} [EXPERIMENT] "
@@ -45,7 +46,8 @@ overrides: key=value with YAML values, e.g. trainer.max_epochs=3 trainer.devices
 environment: SUITE_CONFIG_PATH extra config dirs; WANDB_MODE; SUITE_DEBUG=1 for tracebacks;
              SUITE_CPU_KERNELS=0 stock PyTorch ops instead of the CPU fast paths (or the key
              cpu_kernels=false); SUITE_GLIBC_TUNING=1 keeps freed memory in CPU runs (glibc
-             mallopt: fewer page faults per step, resident memory stays at its peak)
+             mallopt: fewer page faults per step, resident memory stays at its peak; render
+             does so unless SUITE_GLIBC_TUNING=0)
 """
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w\-.]*=")
@@ -225,6 +227,35 @@ def _show_data_logs() -> None:
         logger.addHandler(handler)
 
 
+SUITE_PACKAGES = ("experiments", "datamodules", "lightning_modules", "search_spaces", "benchmarks")
+
+
+def _suite_warning_format(default):
+    """``warnings.formatwarning`` that prints the suite's own warnings (a sequence cut to its
+    audio, validation skipped, ...) as one ``warning: ...`` line, as errors are printed; the
+    libraries' warnings keep Python's format, with the file and line that raised them."""
+    root = Path(__file__).resolve().parent.parent
+
+    def format_warning(message, category, filename, lineno, line=None):
+        try:
+            parts = Path(filename).resolve().relative_to(root).parts
+        except ValueError:
+            parts = ()
+        if parts and parts[0] in SUITE_PACKAGES and issubclass(category, UserWarning):
+            return f"warning: {' '.join(str(message).split())}\n"
+        return default(message, category, filename, lineno, line)
+
+    format_warning.suite = True
+    return format_warning
+
+
+def _show_suite_warnings() -> None:
+    import warnings
+
+    if not getattr(warnings.formatwarning, "suite", False):
+        warnings.formatwarning = _suite_warning_format(warnings.formatwarning)
+
+
 def _close_process_group() -> None:
     """Destroy the process group a DDP run opened (Lightning does so at exit only for NCCL).
 
@@ -249,6 +280,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
 def _cli(argv: Sequence[str] | None = None) -> int:
     debug = os.environ.get("SUITE_DEBUG", "") not in ("", "0")
     _show_data_logs()
+    _show_suite_warnings()
     try:
         return main(argv)
     except UsageError as e:

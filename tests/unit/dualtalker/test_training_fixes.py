@@ -4,6 +4,7 @@ from the data set, a bounded CPU feature cache, the LVE/FDD vertex sets kept in 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,24 @@ def test_vertex_sets_are_kept_in_checkpoints() -> None:
     with pytest.warns(UserWarning, match="lip_vertices: the checkpoint's set"):
         given.on_load_checkpoint(checkpoint)
     assert given.lips.tolist() == [3, 4] and given.upper.tolist() == [5, 6]
+
+
+def test_one_frame_of_difference_is_cut_without_a_warning(tmp_path: Path) -> None:
+    """A frame more or less is the rate conversion's rounding (half of VOCASET's 60 fps files
+    have an odd frame count): cut to the shorter, no warning."""
+    root = copy_of(biwi(), tmp_path / "biwi")
+    path = root / "vertices_npy" / "M3_e01.npy"
+    stored = np.load(path)
+    audio_frames = round(read_wav_info(root / "wav" / "M3_e01.wav").seconds * 25)
+    assert len(stored) == audio_frames
+    np.save(path, np.concatenate([stored, stored[:1]]))
+    dm = FaceDataModule("biwi", root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dm.setup("fit")
+    assert not [w for w in caught if "M3_e01" in str(w.message)]
+    sequence = next(s for s in dm.folder.sequences(["M3"], [1], "train") if s.name == "M3_e01")
+    assert sequence.frames == audio_frames
 
 
 def test_audio_and_vertices_are_cut_to_the_shorter_within_the_tolerance(tmp_path: Path) -> None:
