@@ -85,7 +85,7 @@ def bench(num_vertices: int, size: int, frames: int) -> dict:
     vertices, faces = sphere_mesh(num_vertices)
     sequence = speaking(vertices, frames)
     audio = (0.2 * np.sin(np.arange(frames * 16000 // 30) * 0.07)).astype(np.float32)
-    reset_resident_peak()
+    per_case = reset_resident_peak()  # else VmHWM holds earlier cases' peaks: not reported
     main_before = resident_peak_mb()
     started = time.perf_counter()
     camera = render_module.Camera.fit(vertices)
@@ -109,7 +109,7 @@ def bench(num_vertices: int, size: int, frames: int) -> dict:
             size_mb = path.stat().st_size / 1e6
         cpu = _cpu(renderer.pid) - cpu0  # both processes, the worker's start left out
         worker_peak = resident_peak_mb(renderer.pid)
-    main_peak = resident_peak_mb()
+    main_peak = resident_peak_mb() if per_case else None
     return {
         "vertices": num_vertices,
         "size": f"{size}x{size}",

@@ -177,8 +177,8 @@ class FaceFolder:
         frames = math.ceil(stored / self.protocol.frame_step)
         covered = audio_frames(len(audio), fps)
         if covered != frames:  # within the tolerance: both cut to the shorter
-            # one frame is rounding, not a fault: an odd count of 60 fps frames taken every
-            # second one (ceil) against the audio's round(seconds x 30), as in half of VOCASET
+            # one frame is the frame counts' rounding, not a fault (in half of VOCASET: an odd
+            # count of 60 fps frames halved up, against the audio's round(seconds x 30))
             if abs(covered - frames) > 1:
                 self._skip(
                     f"sequence {name}: audio {info.seconds:.3f} s ({covered} frames at {fps} "
